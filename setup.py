@@ -1,0 +1,75 @@
+"""Installs music_spectrogram_diffusion.
+
+Version bounds here say what is known to work; requirements/constraints.txt pins the exact set
+that scripts/setup_env.sh installs. Wheels whose metadata pins impossible versions (basic-pitch,
+musicnn, tinysoundfont's optional PyAudio) are installed by scripts/setup_env.sh with --no-deps.
+"""
+
+import setuptools
+
+_CORE = [
+    "jax>=0.10,<0.11",
+    "jaxlib>=0.10,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12,<0.13",
+    "gin-config>=0.5,<0.6",
+    "seqio>=0.0.20",
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-text>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<5",
+    "note-seq>=0.0.5",
+    "librosa>=0.11,<0.12",
+    "pretty_midi>=0.2.11",
+    "mido>=1.3",
+    "soundfile>=0.13",
+    "numpy>=2.0",
+    "scipy>=1.13",
+    "tqdm>=4.66",
+    "music21>=10.0",
+    "matplotlib>=3.8",
+    "tensorboard>=2.21",
+]
+
+_EXTRAS = {
+    # Evaluation: transcription F1 (basic-pitch, installed --no-deps by the set-up script) and
+    # the musicnn embedder (also --no-deps; needs TF_USE_LEGACY_KERAS=1 and tf-keras).
+    "eval": [
+        "mir_eval>=0.8",
+        "resampy>=0.4",
+        "onnxruntime>=1.20",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-probability>=0.25",
+    ],
+    "test": [
+        "pytest>=8",
+        "pytest-xdist>=3",
+        "nbformat>=5",
+        "nbclient>=0.10",
+        "ipykernel>=6",
+    ],
+}
+
+setuptools.setup(
+    name="music-spectrogram-diffusion",
+    version="0.1.0",
+    description="Multi-instrument music synthesis with spectrogram diffusion (JAX/Flax).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["music_spectrogram_diffusion", "music_spectrogram_diffusion.*"]),
+    install_requires=_CORE,
+    extras_require=_EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "msd-main=music_spectrogram_diffusion.cli.main:main",
+            "msd-tokenize=music_spectrogram_diffusion.cli.tokenize:main",
+            "msd-make-dataset=music_spectrogram_diffusion.cli.make_dataset:main",
+            "msd-train=music_spectrogram_diffusion.cli.train:main",
+            "msd-train-vocoder=music_spectrogram_diffusion.cli.train_vocoder:main",
+            "msd-synthesize=music_spectrogram_diffusion.cli.synthesize:main",
+            "msd-evaluate=music_spectrogram_diffusion.cli.evaluate:main",
+            "msd-prepare-dataset=music_spectrogram_diffusion.cli.prepare_dataset:main",
+        ],
+    },
+)
