@@ -1,0 +1,191 @@
+"""Embedding-space distances between real and synthesized audio (spec §8.2).
+
+Two numbers per embedding type, exactly as the original ``reconstruction_metric_fn``:
+
+* ``mean_frame_distance``: per song, the mean over frames of ||E_target - E_pred||_2, the two
+  embedding sequences truncated to the shorter one. The caller averages it over songs.
+* ``frechet_distance``: the Frechet distance between Gaussians fitted to *all frames of all
+  songs* of the targets and of the predictions. ``StreamingGaussian`` accumulates those
+  Gaussians one song (batch of frames) at a time without keeping the frames.
+
+All statistics are kept in float64: the covariance of a few thousand 128- to 512-d frames is
+summed from many batches, and float32 loses digits there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import scipy.linalg
+
+# Above this dimension only the diagonal of the covariance is kept (the original's
+# StreamingMultivariateGaussian): a full covariance would be dim^2 doubles and its matrix square
+# root O(dim^3), and VGGish (128), TRILL (512) and musicnn (200) are all below it.
+FULL_COVARIANCE_MAX_DIM = 1024
+
+# Safeguards of the original frechet_distance (spec §8.2).
+_SQRTM_RETRY_EPSILON = 1e-7
+_MAX_IMAGINARY_DIAGONAL = 3e-3
+
+
+class FrechetError(ValueError):
+    """Statistics that cannot give a Frechet distance (shapes, NaNs, complex square root)."""
+
+
+@dataclasses.dataclass
+class StreamingGaussian:
+    """Running mean and covariance (ddof = 0) of vectors that arrive in batches.
+
+    Batches are merged with the pairwise update of Chan, Golub and LeVeque (1979): each batch's
+    own mean and centred scatter matrix are computed first and then combined with the running
+    ones, so no sum of squares of raw (uncentred) values is ever formed and the result does not
+    suffer the cancellation of E[x x^T] - E[x] E[x]^T.
+
+    Attributes:
+      dim: size of the vectors.
+      diagonal: keep only per-dimension variances. Defaults to ``dim > 1024``, as the original.
+    """
+
+    dim: int
+    diagonal: bool | None = None
+    count: int = dataclasses.field(default=0, init=False)
+    _mean: np.ndarray = dataclasses.field(init=False, repr=False)
+    # Centred scatter: sum over seen vectors of (x - mean)(x - mean)^T, or its diagonal.
+    _scatter: np.ndarray = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"StreamingGaussian dim must be positive, got {self.dim}")
+        if self.diagonal is None:
+            self.diagonal = self.dim > FULL_COVARIANCE_MAX_DIM
+        self._mean = np.zeros(self.dim, np.float64)
+        shape = (self.dim,) if self.diagonal else (self.dim, self.dim)
+        self._scatter = np.zeros(shape, np.float64)
+
+    def update(self, vectors: np.ndarray) -> None:  # vectors: [num_vectors, dim]
+        """Adds a batch of vectors (any number, including zero)."""
+        x = np.asarray(vectors, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {x.shape}")
+        n_batch = x.shape[0]
+        if n_batch == 0:
+            return
+        if not np.all(np.isfinite(x)):
+            raise FrechetError("embedding batch holds NaN or infinite values")
+        batch_mean = x.mean(axis=0)
+        centred = x - batch_mean
+        if self.diagonal:
+            batch_scatter = np.sum(centred * centred, axis=0)
+        else:
+            batch_scatter = centred.T @ centred
+        n_total = self.count + n_batch
+        delta = batch_mean - self._mean
+        weight = self.count * n_batch / n_total
+        if self.diagonal:
+            self._scatter += batch_scatter + delta * delta * weight
+        else:
+            self._scatter += batch_scatter + np.outer(delta, delta) * weight
+        self._mean += delta * (n_batch / n_total)
+        self.count = n_total
+
+    @property
+    def mean(self) -> np.ndarray:  # [dim]
+        self._check_nonempty()
+        return self._mean.copy()
+
+    @property
+    def covariance(self) -> np.ndarray:  # [dim, dim], or [dim] when diagonal
+        """Population covariance (ddof = 0); a vector of variances when ``diagonal``."""
+        self._check_nonempty()
+        return self._scatter / self.count
+
+    def _check_nonempty(self) -> None:
+        if self.count == 0:
+            raise FrechetError("StreamingGaussian has seen no vectors yet")
+
+
+def frechet_distance(
+    mu1: np.ndarray,  # [dim]
+    sigma1: np.ndarray,  # [dim, dim], or [dim] variances for a diagonal covariance
+    mu2: np.ndarray,  # [dim]
+    sigma2: np.ndarray,  # [dim, dim], or [dim]
+) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (spec §8.2).
+
+    FD = ||mu1 - mu2||^2 + tr sigma1 + tr sigma2 - 2 tr sqrt(sigma1 sigma2).
+
+    For full covariances the square root is ``scipy.linalg.sqrtm`` with the original's
+    safeguards: if it is not finite, retry with 1e-7 I added to both covariances; raise
+    ``FrechetError`` if the imaginary part of its diagonal exceeds 3e-3; otherwise keep the real
+    part. Diagonal covariances (1-D ``sigma``) use the exact closed form
+    sum((sqrt(s1) - sqrt(s2))^2), which needs no matrix square root.
+    """
+    mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
+    mu2 = np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1 = np.asarray(sigma1, np.float64)
+    sigma2 = np.asarray(sigma2, np.float64)
+    if mu1.shape != mu2.shape or mu1.ndim != 1:
+        raise FrechetError(f"means must be vectors of one shape, got {mu1.shape} and {mu2.shape}")
+    if sigma1.shape != sigma2.shape:
+        raise FrechetError(f"covariance shapes differ: {sigma1.shape} and {sigma2.shape}")
+    dim = mu1.shape[0]
+    if sigma1.shape not in ((dim,), (dim, dim)):
+        raise FrechetError(f"covariance shape {sigma1.shape} does not match mean dim {dim}")
+    mean_term = float(np.sum(np.square(mu1 - mu2)))
+    if sigma1.ndim == 1:
+        # Diagonal matrices commute, so tr sqrt(S1 S2) = sum sqrt(s1 s2).
+        root1 = np.sqrt(np.maximum(sigma1, 0.0))
+        root2 = np.sqrt(np.maximum(sigma2, 0.0))
+        return mean_term + float(np.sum(np.square(root1 - root2)))
+
+    # Covariances of fewer frames than dimensions are singular, and sqrtm warns about every
+    # one; the checks below (finite, imaginary part) are what decides whether the root is usable.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.all(np.isfinite(covmean)):
+            # Near-singular products can make sqrtm blow up: retry slightly regularised.
+            offset = np.eye(dim) * _SQRTM_RETRY_EPSILON
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if not np.all(np.isfinite(covmean)):
+        raise FrechetError("matrix square root of sigma1 @ sigma2 is not finite")
+    if np.iscomplexobj(covmean):
+        max_imaginary = float(np.max(np.abs(np.diagonal(covmean).imag)))
+        if max_imaginary > _MAX_IMAGINARY_DIAGONAL:
+            raise FrechetError(
+                f"matrix square root has an imaginary diagonal component of {max_imaginary:.3g} "
+                f"(> {_MAX_IMAGINARY_DIAGONAL}); the covariances are not valid"
+            )
+        covmean = covmean.real
+    return mean_term + float(np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def gaussian_frechet_distance(first: StreamingGaussian, second: StreamingGaussian) -> float:
+    """``frechet_distance`` between two accumulated Gaussians of the same dim and kind."""
+    if first.dim != second.dim or first.diagonal != second.diagonal:
+        raise FrechetError(
+            f"cannot compare Gaussians of dim {first.dim} (diagonal={first.diagonal}) and "
+            f"dim {second.dim} (diagonal={second.diagonal})"
+        )
+    return frechet_distance(first.mean, first.covariance, second.mean, second.covariance)
+
+
+def mean_frame_distance(
+    target_embeddings: np.ndarray,  # [target_frames, dim]
+    predicted_embeddings: np.ndarray,  # [predicted_frames, dim]
+) -> float:
+    """Mean over frames of ||E_target - E_pred||_2, truncated to the shorter sequence (§8.2)."""
+    target = np.asarray(target_embeddings, np.float64)
+    predicted = np.asarray(predicted_embeddings, np.float64)
+    if target.ndim != 2 or predicted.ndim != 2 or target.shape[1] != predicted.shape[1]:
+        raise ValueError(
+            f"expected [frames, dim] embeddings of one dim, got {target.shape} and "
+            f"{predicted.shape}"
+        )
+    num_frames = min(target.shape[0], predicted.shape[0])
+    if num_frames == 0:
+        raise ValueError("cannot compare embedding sequences with zero frames")
+    difference = target[:num_frames] - predicted[:num_frames]
+    return float(np.mean(np.linalg.norm(difference, axis=-1)))
