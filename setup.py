@@ -28,6 +28,7 @@ _CORE = [
     "tqdm>=4.66",
     "music21>=10.0",
     "matplotlib>=3.8",
+    "pyyaml>=6",  # Slakh2100 metadata.yaml
     "tensorboard>=2.21",
 ]
 
