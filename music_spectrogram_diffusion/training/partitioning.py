@@ -1,0 +1,185 @@
+"""Device mesh, the logical-axis rules table, and shardings for params, optimizer state, batches.
+
+t5x conventions (``t5x.partitioning.PjitPartitioner``): a 2-D mesh with axes ('data', 'model');
+``num_partitions`` devices per model replica (or an explicit ``model_parallel_submesh``); modules
+name their axes logically ('embed', 'mlp', 'heads', ...) through ``nn.with_logical_partitioning``
+and ONE rules table maps logical names to mesh axes. Everything is placed with ``jax.jit`` and
+``NamedSharding``; there is no pmap. The original ran ``num_partitions=1``: pure data parallelism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+# t5x `standard_logical_axis_rules` (activation_partitioning_dims=1, parameter_partitioning_dims=1)
+# plus this codebase's continuous-feature names. Names absent here (or mapped to None) are
+# replicated. Model parallelism splits the MLP hidden axis, the attention heads and the vocabulary;
+# 'embed' (d_model) stays whole, as in t5x's 1-D parameter partitioning.
+STANDARD_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
+    ("batch", DATA_AXIS),
+    ("vocab", MODEL_AXIS),
+    ("embed", None),
+    ("mlp", MODEL_AXIS),
+    ("heads", MODEL_AXIS),
+    ("kv", None),
+    ("joined_kv", MODEL_AXIS),
+    ("relpos_buckets", None),
+    ("abspos_buckets", None),
+    ("length", None),
+    ("layers", None),
+    ("stack", None),
+    ("mlp_activations", None),
+    ("mel", None),
+    ("time_embed", None),
+    ("film", None),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionConfig:
+    """How devices form the ('data', 'model') mesh.
+
+    Attributes:
+      num_partitions: devices per model replica along 'model' (t5x ``num_partitions``).
+      model_parallel_submesh: alternative to num_partitions, t5x style; only the product of the
+        tuple is used here (the 'model' axis size), devices are laid out by ``mesh_utils``.
+      logical_axis_rules: overrides the standard table (sequence of (logical name, mesh axis)).
+      multihost: call ``jax.distributed.initialize()`` before building the mesh (one process per
+        host; coordinator settings come from the environment, as in t5x).
+    """
+
+    num_partitions: int = 1
+    model_parallel_submesh: tuple[int, ...] | None = None
+    logical_axis_rules: tuple[tuple[str, str | None], ...] | None = None
+    multihost: bool = False
+
+    def __post_init__(self):
+        if self.num_partitions < 1:
+            raise ValueError(f"PartitionConfig.num_partitions must be >= 1, got {self.num_partitions}")
+        if self.model_parallel_submesh is not None and self.num_partitions != 1:
+            raise ValueError(
+                "PartitionConfig: set num_partitions or model_parallel_submesh, not both"
+            )
+
+    @property
+    def model_axis_size(self) -> int:
+        if self.model_parallel_submesh is not None:
+            return int(math.prod(self.model_parallel_submesh))
+        return self.num_partitions
+
+    @property
+    def rules(self) -> tuple[tuple[str, str | None], ...]:
+        return self.logical_axis_rules or STANDARD_LOGICAL_AXIS_RULES
+
+
+def initialize_multihost(config: PartitionConfig) -> None:
+    """Starts jax.distributed when asked to; a no-op for single-process runs."""
+    if config.multihost and jax.process_count() == 1:
+        jax.distributed.initialize()
+        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def make_mesh(config: PartitionConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ('data', 'model') mesh: data = num_devices / model_axis_size."""
+    devices = list(devices if devices is not None else jax.devices())
+    model = config.model_axis_size
+    if len(devices) % model:
+        raise ValueError(
+            f"PartitionConfig: {len(devices)} devices cannot be split into model-parallel groups "
+            f"of {model}"
+        )
+    shape = (len(devices) // model, model)
+    try:
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(shape, devices=devices)
+    except (ValueError, NotImplementedError, AssertionError):
+        grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
+
+
+def logical_shardings(abstract_boxed_tree: Any, mesh: Mesh, rules) -> Any:
+    """NamedShardings for a tree whose leaves carry flax logical-axis metadata (or none)."""
+    specs = nn.get_partition_spec(abstract_boxed_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def _drop_axis(spec: PartitionSpec, rank: int, axis: int) -> PartitionSpec:
+    entries = list(spec) + [None] * (rank - len(spec))
+    del entries[axis]
+    return PartitionSpec(*entries)
+
+
+def _path_keys(path) -> tuple:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def optimizer_state_shardings(
+    abstract_opt_state: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh
+) -> Any:
+    """Shards optimizer-state leaves like the parameter they belong to.
+
+    optax states hold per-parameter subtrees (Adam moments, Adafactor's v / v_row / v_col), so a
+    state leaf whose key path ends with a parameter's path belongs to that parameter. A leaf of
+    the parameter's shape takes its sharding; a factored Adafactor row/column statistic (the
+    parameter's shape with one axis removed) takes its spec with that axis dropped; anything else
+    (counts, scalars, placeholder (1,) factors) is replicated.
+    """
+    by_path = {}
+    for (path, leaf), sharding in zip(
+        jax.tree_util.tree_leaves_with_path(abstract_params), jax.tree.leaves(param_shardings)
+    ):
+        by_path[_path_keys(path)] = (tuple(leaf.shape), sharding.spec)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def assign(path, leaf):
+        keys = _path_keys(path)
+        shape = tuple(getattr(leaf, "shape", ()))
+        for start in range(len(keys)):
+            found = by_path.get(keys[start:])
+            if found is None:
+                continue
+            param_shape, spec = found
+            if shape == param_shape:
+                return NamedSharding(mesh, spec)
+            for axis in range(len(param_shape)):
+                if shape == param_shape[:axis] + param_shape[axis + 1 :]:
+                    return NamedSharding(mesh, _drop_axis(spec, len(param_shape), axis))
+            return replicated
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(assign, abstract_opt_state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches are split over 'data' on their leading axis and replicated over 'model'."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def host_batch_slice(global_batch_size: int) -> slice:
+    """This host's rows of the global batch (per-host input sharding, t5x style)."""
+    hosts = jax.process_count()
+    if global_batch_size % hosts:
+        raise ValueError(f"batch size {global_batch_size} is not divisible by {hosts} hosts")
+    per_host = global_batch_size // hosts
+    start = jax.process_index() * per_host
+    return slice(start, start + per_host)
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Places a host-local batch (this host's rows) as global arrays sharded over 'data'."""
+    sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

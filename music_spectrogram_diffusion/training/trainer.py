@@ -1,0 +1,396 @@
+"""The training loop, t5x style: a pure jitted ``train_step`` plus a resumable driver ``train``.
+
+``make_train_step`` returns ``train_step(state, batch, rng) -> (state, metrics)``: gradient
+accumulation over microbatches inside one ``lax.scan``, the dropout key passed in explicitly
+(``train`` derives it as ``fold_in(key(seed), step)``, so a resumed run draws the same dropout
+as an uninterrupted one), and an optional skip of non-finite updates. ``train`` builds the mesh
+and sharded state, resumes from the newest complete checkpoint in ``model_dir``, and loops:
+batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), so the
+data position after a resume is re-derived from the step, and nothing about the input pipeline
+needs saving. Train-eval loss and target-vs-sampled spectrogram images are written every
+``eval_period`` steps; SIGTERM saves a checkpoint and returns cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
+from music_spectrogram_diffusion.training import optimizers as opt_lib
+from music_spectrogram_diffusion.training import partitioning, summaries
+from music_spectrogram_diffusion.training.train_state import (
+    TrainableModel,
+    TrainState,
+    abstract_state,
+    create_train_state,
+)
+
+logger = logging.getLogger(__name__)
+
+NONFINITE_ACTIONS = ("stop", "skip")
+MICROBATCH_REDUCTIONS = ("mean", "sum")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or gradient norm) became NaN or infinite."""
+
+
+class BatchSource(Protocol):
+    """Model batches by index; batch ``index`` must be a pure function of (seed, index)."""
+
+    def get_batch(
+        self, index: int, batch_size: int, *, seed: int, rows: slice | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` did: final step, last metrics, why it stopped."""
+
+    step: int
+    metrics: dict[str, float]
+    stopped_by_signal: bool
+    model_dir: str
+
+
+def _tree_where(pred, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
+
+
+def _loss_metrics(loss, aux: dict, batch: dict) -> dict:
+    """The model's own metrics under 'model/', plus loss and loss per real target frame."""
+    metrics = {f"model/{k}": jnp.asarray(v, jnp.float32) for k, v in aux.items()}
+    # A model that normalises its loss reports its own per-frame value; for the original's
+    # unnormalised sum (spec §5.3) it is loss / number of real target frames.
+    per_frame = aux.get("loss_per_frame", aux.get("loss_per_target_frame"))
+    if per_frame is None:
+        per_frame = loss / jnp.maximum(jnp.sum(batch["target_mask"]), 1.0)
+    metrics.update(loss=jnp.asarray(loss, jnp.float32), loss_per_frame=per_frame)
+    return metrics
+
+
+def make_train_step(
+    model: TrainableModel,
+    optimizer: optax.GradientTransformation,
+    *,
+    num_microbatches: int = 1,
+    microbatch_reduction: str = "mean",
+    skip_nonfinite: bool = False,
+    learning_rate_fn: optax.Schedule | None = None,
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """Builds the pure, jit-able ``train_step(state, batch, rng) -> (state, metrics)``.
+
+    Args:
+      model: the model; its ``loss_fn(params, batch, rng, train=True)`` is differentiated.
+      optimizer: the optax transformation the state was created with.
+      num_microbatches: split the batch into this many microbatches and accumulate gradients
+        (t5x ``num_microbatches``); microbatch i uses key ``fold_in(rng, i)``.
+      microbatch_reduction: 'mean' averages microbatch losses and gradients (right for losses
+        that are means over the batch); 'sum' adds them (t5x's convention, right for the
+        original's unnormalised sum losses, spec §5.3).
+      skip_nonfinite: if the loss or gradient norm is not finite, keep the old params and
+        optimizer state (the step counter still advances, so the data moves on).
+      learning_rate_fn: the schedule, only to report ``learning_rate`` in the metrics.
+    """
+    if microbatch_reduction not in MICROBATCH_REDUCTIONS:
+        raise ValueError(
+            f"microbatch_reduction={microbatch_reduction!r}; valid values: {MICROBATCH_REDUCTIONS}"
+        )
+    if num_microbatches < 1:
+        raise ValueError(f"num_microbatches must be >= 1, got {num_microbatches}")
+
+    grad_fn = jax.value_and_grad(
+        lambda params, batch, rng: model.loss_fn(params, batch, rng, train=True), has_aux=True
+    )
+
+    def microbatches(batch):
+        # Microbatch i takes rows i, i+M, i+2M, ...: every microbatch then spans every data shard.
+        def split(x):
+            per = x.shape[0] // num_microbatches
+            return jnp.swapaxes(x.reshape((per, num_microbatches) + x.shape[1:]), 0, 1)
+
+        return jax.tree.map(split, batch)
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        if num_microbatches == 1:
+            (loss, aux), grads = grad_fn(state.params, batch, rng)
+        else:
+            split = microbatches(batch)
+
+            def body(carry, i):
+                mb = jax.tree.map(lambda x: x[i], split)
+                (loss, aux), grads = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+                carry = jax.tree.map(jnp.add, carry, (loss, aux, grads))
+                return carry, None
+
+            zeros = jax.tree.map(
+                jnp.zeros_like,
+                jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], split), rng),
+            )
+            (loss, aux), grads = zeros
+            (loss, aux, grads), _ = jax.lax.scan(
+                body, (loss, aux, grads), jnp.arange(num_microbatches)
+            )
+            aux = jax.tree.map(lambda x: x / num_microbatches, aux)
+            if microbatch_reduction == "mean":
+                loss = loss / num_microbatches
+                grads = jax.tree.map(lambda g: g / num_microbatches, grads)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:
+            params = _tree_where(finite, params, state.params)
+            opt_state = _tree_where(finite, opt_state, state.opt_state)
+        metrics = _loss_metrics(loss, aux, batch)
+        metrics.update(
+            grad_norm=grad_norm,
+            nonfinite=1.0 - finite.astype(jnp.float32),
+        )
+        if learning_rate_fn is not None:
+            metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
+        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model: TrainableModel) -> Callable[[Any, dict, jax.Array], dict]:
+    """``eval_step(params, batch, rng) -> metrics``: the loss with dropout off."""
+
+    def eval_step(params, batch, rng):
+        loss, aux = model.loss_fn(params, batch, rng, train=False)
+        return _loss_metrics(loss, aux, batch)
+
+    return eval_step
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop polls (so it saves and exits between steps)."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # Not the main thread: cannot install handlers; run without one.
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> dict:
+    rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
+    return source.get_batch(index, batch_size, seed=seed, rows=rows)
+
+
+def _default_frozen_mask_fn():
+    from music_spectrogram_diffusion.models.layers import frozen_param_mask
+
+    return frozen_param_mask
+
+
+def train(
+    *,
+    model: TrainableModel,
+    train_data: BatchSource,
+    model_dir: str,
+    train_steps: int,
+    batch_size: int,
+    seed: int,
+    optimizer: opt_lib.OptimizerConfig = opt_lib.OptimizerConfig(),
+    partition: partitioning.PartitionConfig = partitioning.PartitionConfig(),
+    checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig(),
+    num_microbatches: int = 1,
+    microbatch_reduction: str = "mean",
+    on_nonfinite: str = "stop",
+    eval_data: BatchSource | None = None,
+    eval_period: int = 1000,
+    eval_steps: int = 20,
+    eval_images: bool = True,
+    predict_options: dict[str, Any] | None = None,
+    log_period: int = 100,
+    frozen_param_mask_fn: Callable[[Any], Any] | None = None,
+    config_text: str | None = None,
+    initial_checkpoint: str | None = None,
+) -> TrainResult:
+    """Trains ``model`` to ``train_steps`` steps, resuming from ``model_dir`` if it has checkpoints.
+
+    Args:
+      model: a model object (init / loss_fn / predict).
+      train_data, eval_data: batch sources (see ``BatchSource``); eval batches 0..eval_steps-1
+        are the same at every evaluation, so train-eval losses are comparable.
+      model_dir: checkpoints, config.gin and TensorBoard logs go here.
+      train_steps: total optimizer steps (a resumed run continues up to this).
+      batch_size: global batch size (divisible by the mesh's 'data' size x num_microbatches).
+      seed: parameter init, dropout (fold_in(key, step)) and data order all derive from it.
+      optimizer, partition, checkpoint: configs (see their modules).
+      num_microbatches, microbatch_reduction: gradient accumulation (see make_train_step).
+      on_nonfinite: 'stop' raises NonFiniteLossError naming the step; 'skip' drops the update.
+      eval_period, eval_steps, eval_images, predict_options: train-eval loss over eval_steps
+        batches every eval_period steps; images compare the target with ``model.predict(...,
+        **predict_options)`` for the first eval example.
+      log_period: steps between progress lines and scalar summaries.
+      frozen_param_mask_fn: params -> bool tree of frozen parameters; defaults to
+        ``models.layers.frozen_param_mask``.
+      config_text: the operative gin config, saved as model_dir/config.gin.
+      initial_checkpoint: a checkpoint_<step> directory to start from when model_dir has no
+        checkpoint of its own (t5x ``restore_mode='specific'``; gin/resume.gin).
+    """
+    if on_nonfinite not in NONFINITE_ACTIONS:
+        raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
+    # Installed first, so a SIGTERM during start-up is also deferred to the first step boundary.
+    with _SigtermFlag() as sigterm:
+        partitioning.initialize_multihost(partition)
+        mesh = partitioning.make_mesh(partition)
+        data_size = mesh.shape[partitioning.DATA_AXIS]
+        if batch_size % (data_size * num_microbatches):
+            raise ValueError(
+                f"batch_size {batch_size} must be divisible by the data-parallel size {data_size} "
+                f"x num_microbatches {num_microbatches}"
+            )
+        frozen_param_mask_fn = frozen_param_mask_fn or _default_frozen_mask_fn()
+        root = jax.random.key(seed)
+        init_key, dropout_key, eval_key = jax.random.split(root, 3)
+
+        first = _host_batch(train_data, 0, batch_size, seed)
+        init_batch = {k: np.asarray(v[:1]) for k, v in first.items()}
+        make_optimizer = lambda params: opt_lib.make_optimizer(optimizer, frozen_param_mask_fn(params))
+        with mesh:
+            state, shardings, tx = create_train_state(
+                model, make_optimizer, init_key, init_batch, mesh, partition.rules
+            )
+        restored = ckpt_lib.restore_latest(model_dir, abstract_state(state, shardings))
+        if restored is None and initial_checkpoint:
+            restored = ckpt_lib.restore_checkpoint(initial_checkpoint,
+                                                   abstract_state(state, shardings))
+            logger.info("Initialised from %s", initial_checkpoint)
+        start_step = 0
+        if restored is not None:
+            state, metadata = restored
+            start_step = int(state.step)
+            if metadata.get("batch_size") not in (None, batch_size):
+                logger.warning(
+                    "%s: resumed with batch_size %d (checkpoint used %s); batches are re-derived from "
+                    "the step, so examples seen differ from an uninterrupted run",
+                    model_dir, batch_size, metadata.get("batch_size"),
+                )
+            logger.info("Resumed from %s at step %d", ckpt_lib.checkpoint_path(model_dir, start_step),
+                        start_step)
+        if config_text is not None and jax.process_index() == 0:
+            ckpt_lib.write_config(model_dir, config_text)
+
+        replicated = NamedSharding(mesh, PartitionSpec())
+        step_fn = jax.jit(
+            make_train_step(
+                model,
+                tx,
+                num_microbatches=num_microbatches,
+                microbatch_reduction=microbatch_reduction,
+                skip_nonfinite=on_nonfinite == "skip",
+                learning_rate_fn=opt_lib.make_learning_rate_schedule(optimizer),
+            ),
+            in_shardings=(shardings, partitioning.batch_sharding(mesh), replicated),
+            out_shardings=(shardings, replicated),
+            donate_argnums=(0,),
+        )
+        eval_fn = jax.jit(make_eval_step(model))
+        writers = {}
+        if jax.process_index() == 0:
+            writers = {
+                "train": summaries.SummaryWriter(os.path.join(model_dir, "train")),
+                "eval": summaries.SummaryWriter(os.path.join(model_dir, "eval")),
+            }
+
+        def save(state):
+            metadata = {"examples_seen": int(state.step) * batch_size, "data_seed": seed,
+                        "batch_size": batch_size, "time": time.time()}
+            ckpt_lib.save_checkpoint(model_dir, state, metadata, keep=checkpoint.keep)
+
+        progress = summaries.Progress(start_step, train_steps)
+        metrics: dict[str, float] = {}
+        step = start_step
+        stopped = False
+        with mesh:
+            while step < train_steps:
+                host = _host_batch(train_data, step, batch_size, seed)
+                batch = partitioning.shard_batch(host, mesh)
+                state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
+                step += 1
+                if on_nonfinite == "stop" or step % log_period == 0 or step == train_steps:
+                    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+                    if on_nonfinite == "stop" and metrics["nonfinite"]:
+                        raise NonFiniteLossError(
+                            f"{model_dir}: non-finite loss at step {step - 1} (loss={metrics['loss']}, "
+                            f"grad_norm={metrics['grad_norm']}); the last checkpoint is unchanged. "
+                            "Lower the learning rate, or set on_nonfinite='skip'."
+                        )
+                if step % log_period == 0 or step == train_steps:
+                    rate = progress.rate(step)
+                    metrics.update(steps_per_second=rate, examples_per_second=rate * batch_size)
+                    logger.info(progress.line(step, rate, metrics["loss"]))
+                    if writers:
+                        writers["train"].scalars(step, metrics)
+                if eval_data is not None and (step % eval_period == 0 or step == train_steps):
+                    _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed,
+                              jax.random.fold_in(eval_key, step), step, writers.get("eval"),
+                              eval_images, predict_options or {}, model_dir, mesh)
+                if sigterm.raised:
+                    logger.warning("SIGTERM at step %d: saving a checkpoint and stopping", step)
+                    save(state)
+                    stopped = True
+                    break
+                if step % checkpoint.period == 0 or step == train_steps:
+                    save(state)
+        for writer in writers.values():
+            writer.close()
+        return TrainResult(step=step, metrics=metrics, stopped_by_signal=stopped, model_dir=model_dir)
+
+
+def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, key, step,
+              writer, eval_images, predict_options, model_dir, mesh) -> dict[str, float]:
+    """Train-eval loss averaged over eval_steps fixed batches, plus spectrogram images."""
+    totals: dict[str, float] = {}
+    first = None
+    for i in range(eval_steps):
+        host = _host_batch(eval_data, i, batch_size, seed)
+        first = host if first is None else first
+        batch = partitioning.shard_batch(host, mesh)
+        out = jax.device_get(eval_fn(state.params, batch, jax.random.fold_in(key, i)))
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v) / eval_steps
+    logger.info("eval at step %d: loss %.5g", step, totals.get("loss", float("nan")))
+    if writer is not None:
+        writer.scalars(step, totals)
+    if eval_images and first is not None and writer is not None:
+        one = {k: np.asarray(v[:1]) for k, v in first.items()}
+        predicted = np.asarray(model.predict(state.params, one, key, **predict_options))[0]
+        png, height, width = summaries.spectrogram_comparison_png(one["target_frames"][0], predicted)
+        writer.image(step, "spectrogram/target_vs_sampled", png, height, width)
+        path = os.path.join(model_dir, "eval", f"spectrogram_step_{step}.png")
+        with open(path + ".tmp", "wb") as f:
+            f.write(png)
+        os.replace(path + ".tmp", path)
+    if writer is not None:
+        writer.flush()
+    return totals

@@ -1,0 +1,96 @@
+"""The pure train step: gradient accumulation, explicit dropout keys, non-finite handling."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from music_spectrogram_diffusion.testing import fake_models
+from music_spectrogram_diffusion.training import optimizers, partitioning, train_state, trainer
+
+
+def _setup(model, batch):
+    mesh = partitioning.make_mesh(partitioning.PartitionConfig())
+    state, _, tx = train_state.create_train_state(
+        model,
+        lambda p: optimizers.make_optimizer(
+            optimizers.OptimizerConfig(name="adamw"), fake_models.frozen_param_mask(p)),
+        jax.random.key(0), batch, mesh, partitioning.STANDARD_LOGICAL_AXIS_RULES)
+    return state, tx
+
+
+def test_microbatched_step_equals_full_batch_step():
+    model = fake_models.FakeSpectrogramModel(dropout_rate=0.0)
+    batch = fake_models.random_batch(0, 4)
+    state, tx = _setup(model, batch)
+    full = jax.jit(trainer.make_train_step(model, tx))
+    micro = jax.jit(trainer.make_train_step(model, tx, num_microbatches=2))
+    rng = jax.random.key(1)
+    s1, m1 = full(state, batch, rng)
+    s2, m2 = micro(state, batch, rng)
+    np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(m1["grad_norm"]), float(m2["grad_norm"]), rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert int(s1.step) == int(s2.step) == 1
+    frozen = s1.params["params"]["Embed_0"]["embedding"]
+    np.testing.assert_array_equal(frozen, state.params["params"]["Embed_0"]["embedding"])
+
+
+def test_dropout_key_is_explicit_and_changes_the_loss():
+    model = fake_models.FakeSpectrogramModel(dropout_rate=0.5)
+    batch = fake_models.random_batch(0, 2)
+    state, tx = _setup(model, batch)
+    step = jax.jit(trainer.make_train_step(model, tx))
+    a = float(step(state, batch, jax.random.key(1))[1]["loss"])
+    b = float(step(state, batch, jax.random.key(1))[1]["loss"])
+    c = float(step(state, batch, jax.random.key(2))[1]["loss"])
+    assert a == b and a != c
+
+
+@dataclasses.dataclass(frozen=True)
+class _NanModel(fake_models.FakeSpectrogramModel):
+    def loss_fn(self, params, batch, rng, *, train=True):
+        loss, aux = super().loss_fn(params, batch, rng, train=train)
+        return loss * jnp.nan, aux
+
+
+def test_nonfinite_update_skipped_when_configured():
+    model = _NanModel()
+    batch = fake_models.random_batch(0, 2)
+    state, tx = _setup(model, batch)
+    step = jax.jit(trainer.make_train_step(model, tx, skip_nonfinite=True))
+    new, metrics = step(state, batch, jax.random.key(0))
+    assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nonfinite_loss_stops_training_naming_the_step(tmp_path):
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite loss at step 0"):
+        trainer.train(model=_NanModel(), train_data=fake_models.FakeBatchSource(),
+                      model_dir=str(tmp_path), train_steps=3, batch_size=2, seed=0,
+                      frozen_param_mask_fn=fake_models.frozen_param_mask)
+
+
+def test_train_writes_scalars_images_and_checkpoints(tmp_path):
+    from music_spectrogram_diffusion.training import checkpoints, summaries
+
+    result = trainer.train(
+        model=fake_models.FakeSpectrogramModel(), train_data=fake_models.FakeBatchSource(),
+        eval_data=fake_models.FakeBatchSource(pool_seed=7), model_dir=str(tmp_path),
+        train_steps=4, batch_size=4, seed=0, log_period=2, eval_period=4, eval_steps=1,
+        checkpoint=checkpoints.CheckpointConfig(period=2, keep=1),
+        frozen_param_mask_fn=fake_models.frozen_param_mask, config_text="# test\n")
+    assert result.step == 4 and not result.stopped_by_signal
+    assert checkpoints.list_checkpoints(str(tmp_path)) == [4]
+    assert (tmp_path / "config.gin").read_text() == "# test\n"
+    train = summaries.read_scalars(str(tmp_path / "train"))
+    for tag in ("loss", "loss_per_frame", "grad_norm", "learning_rate", "steps_per_second",
+                "examples_per_second"):
+        assert [s for s, _ in train[tag]] == [2, 4], tag
+    assert [s for s, _ in summaries.read_scalars(str(tmp_path / "eval"))["loss"]] == [4]
+    png = (tmp_path / "eval" / "spectrogram_step_4.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
