@@ -1,0 +1,180 @@
+"""The ground truth of an evaluation: songs, their real audio, log-mel and notes, and disk caches.
+
+``list_songs`` finds the songs of a full-song task or a dataset split; ``load_references`` reads
+each song's real audio (cut to an excerpt if asked), its log-mel and its MIDI notes.
+``CachedEmbedder`` and ``CachedTranscriber`` keep embeddings and transcriptions on disk keyed by
+the audio's hash, so the ground truth is embedded and transcribed once across rows, checkpoints
+and resumed runs (and a resumed row re-uses whatever it had computed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from music_spectrogram_diffusion.evaluation.embedders import Embedder
+from music_spectrogram_diffusion.evaluation.transcription import NoteArrays
+from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input (no songs, no checkpoints, unknown task); names the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Song:
+    """One evaluation song: absolute paths of its MIDI (model input) and real audio."""
+
+    id: str
+    midi_path: str
+    audio_path: str
+
+
+def list_songs(*, data_dir: str, task: str | None = None, split: str | None = None,
+               max_songs: int | None = None) -> list[Song]:
+    """Songs of a full-song task (``synthesis*_full_*``) or of a split of the embedded dataset.
+
+    Raises:
+      EvaluationError: neither or both of task and split, a task that is not a full-song task,
+        or no songs.
+    """
+    from music_spectrogram_diffusion.data import dataset_specs, tasks
+
+    if (task is None) == (split is None):
+        raise EvaluationError("give either a full-song task or a dataset split, not both")
+    if task is not None:
+        try:
+            spec = tasks.get_task_spec(task)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from e
+        if spec.kind != "full":
+            full = sorted(n for n, s in tasks.make_task_specs()[0].items() if s.kind == "full")
+            raise EvaluationError(f"task {task!r} is not a full-song task; full-song tasks: {full}")
+        dataset, split = spec.dataset, spec.splits["eval"]
+    else:
+        dataset = dataset_specs.EMBEDDED
+    refs = dataset.pieces(os.path.abspath(data_dir), split)
+    songs = [Song(r.id, r.midi_path, r.audio_path) for r in refs][:max_songs]
+    if not songs:
+        raise EvaluationError(f"{data_dir}: no songs in split {split!r}")
+    return songs
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reference:
+    """The ground truth of one song (an excerpt of it, with ``max_seconds``)."""
+
+    song: Song
+    audio: np.ndarray  # [samples] real audio
+    log_mel: np.ndarray  # [frames, mels] unscaled log-mel of ``audio``
+    notes: Any  # NoteSequence of the MIDI file
+    max_segments: int | None  # segments to synthesize; None = the whole song
+
+
+def load_references(songs: Sequence[Song], max_seconds: float | None,
+                    features: FeatureConfig = DEFAULT_FEATURES) -> list[Reference]:
+    from music_spectrogram_diffusion.audio import audio_io, spectrograms
+    from music_spectrogram_diffusion.data import midi_io
+
+    references = []
+    for song in songs:
+        audio = audio_io.load_audio(song.audio_path, features.sample_rate)
+        max_segments = None
+        if max_seconds is not None:
+            max_segments = int(np.ceil(max_seconds / features.segment_seconds - 1e-9))
+            audio = audio[: max_segments * features.segment_frames * features.hop_length]
+        references.append(Reference(
+            song=song, audio=audio, log_mel=spectrograms.compute_log_mel_numpy(audio, features),
+            notes=midi_io.read_midi(song.midi_path), max_segments=max_segments))
+    return references
+
+
+def _audio_key(audio: np.ndarray, sample_rate: int) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(audio, np.float32).tobytes())
+    digest.update(str(sample_rate).encode())
+    return digest.hexdigest()[:32]
+
+
+def write_file_atomic(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Writes through ``write(file)`` into a temporary file next to ``path``, then renames."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    write_file_atomic(path, lambda f: json.dump(payload, f, indent=1, sort_keys=True), mode="w")
+
+
+class CachedEmbedder(Embedder):
+    """An embedder whose results are kept on disk by audio hash: the ground truth (and any
+    audio seen before, e.g. on resume) is embedded once across rows and runs."""
+
+    def __init__(self, inner: Embedder, cache_dir: str):
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.cache_dir = cache_dir
+
+    def embed(self, audio: np.ndarray, sample_rate: int = DEFAULT_FEATURES.sample_rate
+              ) -> np.ndarray:  # [frames, dim]
+        path = os.path.join(self.cache_dir, _audio_key(audio, sample_rate) + ".npy")
+        if os.path.exists(path):
+            return np.load(path)
+        frames = np.asarray(self.inner.embed(audio, sample_rate), np.float32)
+        write_file_atomic(path, lambda f: np.save(f, frames))
+        return frames
+
+    def _embed_prepared(self, audio: np.ndarray) -> np.ndarray:
+        return self.inner._embed_prepared(audio)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CachedTranscriber:
+    """``BasicPitchTranscriber`` with results kept on disk by audio hash; loads it lazily."""
+
+    def __init__(self, cache_dir: str):
+        self.cache_dir = cache_dir
+        self._inner = None
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int = DEFAULT_FEATURES.sample_rate
+                   ) -> NoteArrays:
+        path = os.path.join(self.cache_dir, _audio_key(audio, sample_rate) + ".npz")
+        if os.path.exists(path):
+            with np.load(path) as data:
+                return NoteArrays(data["intervals"], data["pitches"])
+        if self._inner is None:
+            from music_spectrogram_diffusion.evaluation.transcription import BasicPitchTranscriber
+
+            self._inner = BasicPitchTranscriber()
+        notes = self._inner.transcribe(audio, sample_rate)
+        write_file_atomic(
+            path, lambda f: np.savez(f, intervals=notes.intervals, pitches=notes.pitches))
+        return notes
+
+
+def open_embedders(names: Sequence[str], cache_dir: str) -> list[Embedder]:
+    """``name`` or ``name=PATH`` (a SavedModel for vggish/trill) -> cached embedders."""
+    from music_spectrogram_diffusion.evaluation.embedders import get_embedder
+
+    opened = []
+    for spec in names:
+        name, _, path = spec.partition("=")
+        inner = get_embedder(name, path=path) if path else get_embedder(name)
+        key = name if not path else f"{name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        opened.append(CachedEmbedder(inner, os.path.join(cache_dir, key)))
+    return opened

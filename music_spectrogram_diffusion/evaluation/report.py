@@ -1,0 +1,153 @@
+"""The comparison table, results.json and the metric-vs-step plot of an evaluation run.
+
+The table has the paper's rows and columns (Hawthorne et al. 2022, Table 1): ground-truth
+audio; the ground truth through each vocoder (the vocoder ceiling); then every model and
+checkpoint. Columns: per embedder the mean frame embedding distance and the Frechet distance,
+transcription F1 of the row's audio ("Model") and of the real audio ("GT", the ceiling), mel L1,
+MR-STFT, and prediction seconds per audio second. The paper's embeddings (VGGish, TRILL) and
+transcriber (MT3) cannot be downloaded here; which ones were used is stated in the footnotes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+# Transcription column: onset + offset F1, the program-agnostic analogue of the paper's
+# "Onset + offset + program F1" (evaluation/transcription.py explains the difference).
+F1_KEY = "onset + offset F1"
+
+
+def table_columns(embedders: Sequence[str]) -> list[tuple[str, str, int]]:
+    """(header, metric key, decimals) of the table's columns."""
+    columns = []
+    for spec in embedders:
+        name = spec.partition("=")[0]
+        columns.append((f"{name} dist.", f"{name}_distance", 3))
+        columns.append((f"{name} FD", f"{name}_frechet", 3))
+    columns += [
+        ("F1 Model", f"Model {F1_KEY}", 3),
+        ("F1 GT", f"GT {F1_KEY}", 3),
+        ("mel L1", "mel_l1", 3),
+        ("MR-STFT", "mr_stft", 3),
+        ("pred s / audio s", "prediction_seconds_per_audio_second", 3),
+    ]
+    return columns
+
+
+def _cell(value: Any, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    # + 0.0 turns -0.0 into 0.0; rounding tiny negatives (a Frechet distance of -1e-9 from
+    # floating-point error) then prints 0.000, not -0.000.
+    return f"{round(value, decimals) + 0.0:.{decimals}f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]], embedders: Sequence[str],
+                 footnotes: Sequence[str] = ()) -> str:
+    """A markdown table of ``rows`` (dicts as written under rows/), then numbered footnotes."""
+    columns = table_columns(embedders)
+    header = ["Row"] + [c[0] for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["label"]] + [_cell(row["metrics"].get(key), d) for _, key, d in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    if footnotes:
+        lines.append("")
+        lines += [f"{i}. {note}" for i, note in enumerate(footnotes, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def standard_footnotes(config: Any, songs: Sequence[Any]) -> list[str]:
+    """What every reader of the table needs to know to interpret it."""
+    sampler = config.sampler
+    excerpt = ("whole songs" if config.max_seconds is None else
+               f"the first {config.max_seconds:g} s of each song (whole 5.12 s segments)")
+    return [
+        f"{len(songs)} songs ({', '.join(s.id for s in songs[:6])}"
+        f"{', ...' if len(songs) > 6 else ''}), {excerpt}; each song synthesized segment by "
+        "segment, the previous prediction as context (spec §7), seed "
+        f"{config.seed} (segment i samples with fold_in(key(seed), i)).",
+        f"Diffusion sampler: {sampler.name}, {sampler.num_steps} steps, guidance weight "
+        f"{sampler.guidance_weight:g} (a fast CPU sampler; the paper used 1000-step DDPM).",
+        f"Model rows are vocoded with {config.vocoder}. mel L1 (natural-log units, both sides "
+        "clipped to [ln 1e-5, 4]) compares the model's predicted log-mel with the real audio's; "
+        "for vocoder rows it compares the log-mel of the vocoded audio.",
+        "Embeddings: " + ", ".join(config.embedders) + " (the paper's VGGish/TRILL need TF-Hub "
+        "downloads); FD = Frechet distance over all frames of all songs.",
+        "Transcription F1: basic-pitch + mir_eval onset+offset F1, program-agnostic (the paper "
+        "used MT3 with programs); GT = transcription of the real audio, the ceiling."
+        if config.transcribe else "Transcription F1 not computed (--no_transcription).",
+        "pred s / audio s: model wall time per second of audio, first segment of each "
+        "checkpoint excluded (it includes compilation), as the original's timing (spec §7).",
+    ]
+
+
+def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[str, str]],
+                         path: str) -> str | None:
+    """One panel per metric: a line per model over checkpoint steps, baselines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    models: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["kind"] == "model":
+            models.setdefault(row["model_label"], []).append(row)
+    keys = [(title, key) for title, key in keys
+            if any(key in row["metrics"] for row in rows)]
+    if not models or not keys:
+        return None
+    cols = min(3, len(keys))
+    rows_n = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 3.2 * rows_n), squeeze=False)
+    for ax, (title, key) in zip(axes.flat, keys):
+        for label, model_rows in models.items():
+            points = sorted((r["step"], r["metrics"][key]) for r in model_rows
+                            if key in r["metrics"])
+            if points:
+                ax.plot(*zip(*points), marker="o", label=label)
+        for row in rows:
+            if row["kind"] != "model" and key in row["metrics"]:
+                ax.axhline(row["metrics"][key], linestyle="--", linewidth=1, color="gray")
+                ax.annotate(row["label"], (0, row["metrics"][key]), fontsize=6,
+                            xycoords=("axes fraction", "data"), color="gray")
+        ax.set_title(title)
+        ax.set_xlabel("checkpoint step")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_report(out_dir: str, rows: Sequence[dict[str, Any]], *, config: Any,
+                 songs: Sequence[Any], footnotes: Sequence[str] = ()) -> dict[str, str]:
+    """Writes results.json, results.md and metrics_vs_step.png; returns their paths."""
+    from music_spectrogram_diffusion.evaluation.runner import write_json_atomic
+
+    notes = [*footnotes, *standard_footnotes(config, songs)]
+    table = format_table(rows, config.embedders, notes)
+    paths = {"json": os.path.join(out_dir, "results.json"),
+             "markdown": os.path.join(out_dir, "results.md")}
+    config_json = dataclasses.asdict(config)
+    write_json_atomic(paths["json"], {"config": config_json, "songs": [s.id for s in songs],
+                                      "rows": list(rows), "table": table})
+    tmp = paths["markdown"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("# Evaluation results\n\n" + table)
+    os.replace(tmp, paths["markdown"])
+    plot_keys = [(header, key) for header, key, _ in table_columns(config.embedders)
+                 if key != f"GT {F1_KEY}"]
+    plot = plot_metrics_vs_step(rows, plot_keys, os.path.join(out_dir, "metrics_vs_step.png"))
+    if plot:
+        paths["plot"] = plot
+    return paths
