@@ -250,8 +250,12 @@ class DiffusionModel:
         return SegmentEncoding(cross_kv, encoding_mask)
 
     def decode(self, params: Params, encoding: SegmentEncoding, z: Array, t: Array) -> Array:
-        """ε̂(z [B, T, M], t [B]) from cached cross-attention keys/values (no guidance)."""
-        return self.network.apply(
+        """ε̂(z [B, T, M], t [B]) from cached cross-attention keys/values (no guidance).
+
+        The network's output is read as ``diffusion_config.prediction`` (eps, x0 or v) and
+        converted to ε̂, the samplers' currency.
+        """
+        output = self.network.apply(
             {"params": params},
             z,
             t,
@@ -261,6 +265,7 @@ class DiffusionModel:
             deterministic=True,
             method="decode",
         )
+        return self._to_eps_x0_v(output, z, self.log_snr_fn(t))["eps"]
 
     def denoise_fn(
         self, params: Params, encoding: SegmentEncoding, guidance_weight: float

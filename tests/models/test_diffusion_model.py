@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from music_spectrogram_diffusion.audio import spectrograms
+from music_spectrogram_diffusion.diffusion import objectives
 from music_spectrogram_diffusion.diffusion import samplers
 from music_spectrogram_diffusion.models import layers
 from music_spectrogram_diffusion.models.config import T5Config
@@ -196,3 +197,20 @@ def test_other_parameterisations(model_and_params, prediction, loss_target):
         diffusion_config=DiffusionConfig(prediction=prediction, loss_target=loss_target, loss_norm="l2"))
     loss, _ = jax.jit(model.loss_fn)(params, _batch(), jax.random.key(2))
     assert np.isfinite(float(loss)) and float(loss) > 0
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_decode_converts_the_network_output_to_eps(model_and_params, prediction):
+    """Samplers consume ε̂: an x0- or v-predicting network's output must be converted first."""
+    _, params = model_and_params
+    model = DiffusionModel(network_config=CONFIG, diffusion_config=DiffusionConfig(prediction=prediction))
+    batch = _batch()
+    encoding = model.encode(params, batch["note_tokens"], batch["context_frames"], batch["context_mask"])
+    z = jax.random.normal(jax.random.key(3), batch["target_frames"].shape)
+    t = jnp.linspace(0.2, 0.8, z.shape[0])
+    raw = model.network.apply({"params": params}, z, t, None, encoding.encoding_mask,
+                              cross_kv=encoding.cross_kv, deterministic=True, method="decode")
+    log_snr = model.log_snr_fn(t)
+    convert = objectives.eps_from_x0 if prediction == "x0" else objectives.eps_from_v
+    np.testing.assert_allclose(model.decode(params, encoding, z, t), convert(z, raw, log_snr),
+                               rtol=1e-5, atol=1e-5)
