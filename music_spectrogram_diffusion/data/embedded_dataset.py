@@ -39,11 +39,11 @@ import json
 import logging
 import multiprocessing
 import os
-import tempfile
 
 from music_spectrogram_diffusion.data import instrumentation
 from music_spectrogram_diffusion.data.instrumentation import Candidate, PartInfo, ScoreError
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
+from music_spectrogram_diffusion.file_io import write_bytes_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def build_embedded_dataset(
         logger.warning("only %d of the %d requested pieces could be built (%d sources skipped)",
                        len(pieces), num_pieces, len(skipped))
     manifest = Manifest(os.path.abspath(out_dir), config, tuple(pieces), tuple(skipped))
-    _write_json_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
+    write_json_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
     return manifest
 
 
@@ -394,11 +394,11 @@ def make_piece(
             candidate, seed=config.seed, drum_probability=config.drum_probability,
             max_seconds=config.max_piece_seconds)
     except ScoreError as e:
-        _write_json_atomic(record_path, {**record, "skipped": str(e)})
+        write_json_atomic(record_path, {**record, "skipped": str(e)})
         return SkippedSource(candidate.source, str(e))
     midi_path = f"{MIDI_DIR}/{candidate.piece_id}.mid"
     audio_path = f"{AUDIO_DIR}/{candidate.piece_id}.wav"
-    _write_bytes_atomic(os.path.join(out_dir, midi_path), arrangement.midi)
+    write_bytes_atomic(os.path.join(out_dir, midi_path), arrangement.midi)
     samples = render_midi(os.path.join(out_dir, midi_path), sample_rate=config.sample_rate,
                           soundfont=soundfont_path)  # [num_samples]
     write_wav(os.path.join(out_dir, audio_path), samples, config.sample_rate)
@@ -415,7 +415,7 @@ def make_piece(
         tempo_qpm=arrangement.tempo_qpm,
         parts=arrangement.parts,
     )
-    _write_json_atomic(record_path, {**record, "piece": entry.to_json()})
+    write_json_atomic(record_path, {**record, "piece": entry.to_json()})
     return entry
 
 
@@ -443,25 +443,6 @@ def _reusable_outcome(
     if info.samplerate != config.sample_rate or info.frames != expected or info.channels != 1:
         return None
     return entry
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes ``data`` to a temporary file next to ``path``, then renames it into place."""
-    directory, name = os.path.split(path)
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
-def _write_json_atomic(path: str, data: dict) -> None:
-    _write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
 def _check_soundfont(path: str) -> None:

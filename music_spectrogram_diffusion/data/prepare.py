@@ -51,12 +51,12 @@ import logging
 import math
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 from music_spectrogram_diffusion.data import sources
 from music_spectrogram_diffusion.data.sources.base import SPLITS, SourceError, SourceRef
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
+from music_spectrogram_diffusion.file_io import write_bytes_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -416,20 +416,3 @@ def _recorded_failure(ref: SourceRef, out_dir: str) -> PieceFailure:
         return PieceFailure(ref.id, ref.path, "not prepared (no record; run it again)")
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes ``data`` to a temporary file next to ``path``, then renames it into place."""
-    directory, name = os.path.split(path)
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))

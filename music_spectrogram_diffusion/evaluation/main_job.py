@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.evaluation import runner
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def run_main_job(
         stages[name] = {"seconds": round(time.perf_counter() - start, 1), **info}
         logger.info("main job: %s done in %.0f s (%.0f s in all)", name,
                     stages[name]["seconds"], time.perf_counter() - job_start)
-        runner.write_json_atomic(os.path.join(out_dir, "main_job.json"), stages)
+        file_io.write_json_atomic(os.path.join(out_dir, "main_job.json"), stages)
 
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
@@ -300,7 +301,7 @@ def run_main_job(
         out_dir=out_dir, config=eval_config, show_progress=progress, footnotes=footnotes)
     stage("evaluate", start, rows=len(result.rows))
     stages["total_seconds"] = round(time.perf_counter() - job_start, 1)
-    runner.write_json_atomic(os.path.join(out_dir, "main_job.json"), stages)
+    file_io.write_json_atomic(os.path.join(out_dir, "main_job.json"), stages)
     return result
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +20,7 @@ import numpy as np
 from music_spectrogram_diffusion.evaluation.embedders import Embedder
 from music_spectrogram_diffusion.evaluation.transcription import NoteArrays
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
+from music_spectrogram_diffusion.file_io import write_file_atomic
 
 
 class EvaluationError(ValueError):
@@ -102,22 +101,6 @@ def _audio_key(audio: np.ndarray, sample_rate: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def write_file_atomic(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Writes through ``write(file)`` into a temporary file next to ``path``, then renames."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-    write_file_atomic(path, lambda f: json.dump(payload, f, indent=1, sort_keys=True), mode="w")
 
 
 class CachedEmbedder(Embedder):

@@ -132,7 +132,7 @@ def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[st
 def write_report(out_dir: str, rows: Sequence[dict[str, Any]], *, config: Any,
                  songs: Sequence[Any], footnotes: Sequence[str] = ()) -> dict[str, str]:
     """Writes results.json, results.md and metrics_vs_step.png; returns their paths."""
-    from music_spectrogram_diffusion.evaluation.runner import write_json_atomic
+    from music_spectrogram_diffusion.file_io import write_json_atomic
 
     notes = [*footnotes, *standard_footnotes(config, songs)]
     table = format_table(rows, config.embedders, notes)

@@ -52,10 +52,9 @@ from music_spectrogram_diffusion.evaluation.references import (  # re-exported f
     list_songs,
     load_references,
     open_embedders,
-    write_file_atomic,
-    write_json_atomic,
 )
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
+from music_spectrogram_diffusion.file_io import write_file_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,47 @@
+"""Atomic file writes: a temporary file next to the destination, then ``os.replace``.
+
+Every writer of results, manifests and records uses these, so an interrupted run never leaves a
+half-written file where a finished one is expected (and an existing file stays untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+# mkstemp creates 0o600 files; finished files get the usual rw-r--r--.
+_FILE_MODE = 0o644
+
+
+def write_file_atomic(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Writes through ``write(file)`` into a temporary file next to ``path``, then renames it.
+
+    The destination directory is created if needed. On any error the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                     suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.chmod(temp_path, _FILE_MODE)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically."""
+    write_file_atomic(path, lambda f: f.write(data))
+
+
+def write_json_atomic(path: str, payload: Any, *, sort_keys: bool = False) -> None:
+    """Writes ``payload`` as indented JSON (with a final newline) to ``path`` atomically."""
+    text = json.dumps(payload, indent=1, sort_keys=sort_keys) + "\n"
+    write_file_atomic(path, lambda f: f.write(text), mode="w")
