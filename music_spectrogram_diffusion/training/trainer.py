@@ -176,7 +176,7 @@ def make_eval_step(model: TrainableModel) -> Callable[[Any, dict, jax.Array], di
     return eval_step
 
 
-class _SigtermFlag:
+class SigtermFlag:
     """Turns SIGTERM into a flag the loop polls (so it saves and exits between steps)."""
 
     def __init__(self):
@@ -260,7 +260,7 @@ def train(
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
     # Installed first, so a SIGTERM during start-up is also deferred to the first step boundary.
-    with _SigtermFlag() as sigterm:
+    with SigtermFlag() as sigterm:
         partitioning.initialize_multihost(partition)
         mesh = partitioning.make_mesh(partition)
         data_size = mesh.shape[partitioning.DATA_AXIS]

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import io
 import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +43,7 @@ from music_spectrogram_diffusion.audio.vocoders import losses
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 from music_spectrogram_diffusion.training import checkpoints
 from music_spectrogram_diffusion.training import summaries
+from music_spectrogram_diffusion.training import trainer as trainer_lib
 
 
 LR_SCHEDULES = ("exponential", "cosine")
@@ -337,7 +337,7 @@ def train_vocoder(
     crop_samples = train_config.crop_frames * features.hop_length
     metrics: dict[str, float] = {}
     step = int(state.step)
-    with _StopOnSigterm() as stop:
+    with trainer_lib.SigtermFlag() as stop:
         while step < train_steps and not stop.raised:
             batch_rng = np.random.default_rng((train_config.seed, step))
             audio = sample_crops(pieces, batch_rng, batch_size=train_config.batch_size, crop_samples=crop_samples)
@@ -362,26 +362,3 @@ def train_vocoder(
     writer.flush()
     writer.close()
     return metrics
-
-
-class _StopOnSigterm:
-    """Turns SIGTERM into a flag polled between steps, so a killed run saves and exits cleanly."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # Not the main thread: handlers cannot be installed there.
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
