@@ -151,15 +151,40 @@ def frechet_distance(
             covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if not np.all(np.isfinite(covmean)):
         raise FrechetError("matrix square root of sigma1 @ sigma2 is not finite")
+    trace_covmean = None
     if np.iscomplexobj(covmean):
         max_imaginary = float(np.max(np.abs(np.diagonal(covmean).imag)))
         if max_imaginary > _MAX_IMAGINARY_DIAGONAL:
-            raise FrechetError(
-                f"matrix square root has an imaginary diagonal component of {max_imaginary:.3g} "
-                f"(> {_MAX_IMAGINARY_DIAGONAL}); the covariances are not valid"
-            )
+            if not (_is_psd(sigma1) and _is_psd(sigma2)):
+                raise FrechetError(
+                    f"matrix square root has an imaginary diagonal component of "
+                    f"{max_imaginary:.3g} (> {_MAX_IMAGINARY_DIAGONAL}); the covariances are not "
+                    "valid (not positive semi-definite)"
+                )
+            # Valid but near-singular covariances (few frames, collapsed samples) can defeat
+            # sqrtm of the non-symmetric product; the original raised here. The symmetric form
+            # tr sqrt(S1 S2) = tr sqrt(S1^1/2 S2 S1^1/2) is exact for PSD matrices and stable.
+            trace_covmean = _trace_sqrt_product_psd(sigma1, sigma2)
         covmean = covmean.real
-    return mean_term + float(np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    if trace_covmean is None:
+        trace_covmean = float(np.trace(covmean))
+    return mean_term + float(np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean)
+
+
+def _is_psd(sigma: np.ndarray) -> bool:
+    """Symmetric with no eigenvalue below -1e-8 of the largest magnitude."""
+    if not np.allclose(sigma, sigma.T, atol=1e-10 * max(1.0, float(np.max(np.abs(sigma))))):
+        return False
+    eigenvalues = np.linalg.eigvalsh(sigma)
+    return bool(eigenvalues[0] >= -1e-8 * max(1e-30, float(np.max(np.abs(eigenvalues)))))
+
+
+def _trace_sqrt_product_psd(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """tr sqrt(sigma1 @ sigma2) for PSD matrices, via eigh of sigma1^1/2 sigma2 sigma1^1/2."""
+    values, vectors = np.linalg.eigh(sigma1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    inner = root1 @ sigma2 @ root1
+    return float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None))))
 
 
 def gaussian_frechet_distance(first: StreamingGaussian, second: StreamingGaussian) -> float:

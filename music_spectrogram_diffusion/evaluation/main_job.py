@@ -42,20 +42,27 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 @dataclasses.dataclass(frozen=True)
 class ModelRun:
-    """One model of the ablation: its table label, directory name and gin files."""
+    """One model of the ablation: its table label, directory name and gin files.
+
+    ``gin_files`` (model + task) are parsed before ``TRAIN_GIN``, ``overrides`` after it, so an
+    override may rebind what gin/train.gin or gin/main/train_cpu.gin set.
+    """
 
     label: str
     name: str
     gin_files: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
 
 
 MODEL_RUNS = (
     ModelRun("Autoregressive", "autoregressive",
              ("gin/models/autoregressive/tiny.gin", "gin/tasks/embedded.gin")),
     ModelRun("Diffusion, no context", "diffusion",
-             ("gin/models/diffusion/tiny.gin", "gin/tasks/embedded.gin")),
+             ("gin/models/diffusion/tiny.gin", "gin/tasks/embedded.gin"),
+             ("gin/main/diffusion_cpu.gin",)),
     ModelRun("Diffusion with context", "diffusion_context",
-             ("gin/models/diffusion_context/tiny.gin", "gin/tasks/context_embedded.gin")),
+             ("gin/models/diffusion_context/tiny.gin", "gin/tasks/context_embedded.gin"),
+             ("gin/main/diffusion_cpu.gin",)),
 )
 TRAIN_GIN = "gin/main/train_cpu.gin"
 
@@ -195,7 +202,8 @@ def train_model(run: ModelRun, *, model_dir: str, data_dir: str, config: MainJob
     bindings = [f"MODEL_DIR = '{model_dir}'", f"DATA_DIR = '{data_dir}'",
                 f"TRAIN_STEPS = {config.train_steps}", f"BATCH_SIZE = {config.batch_size}",
                 f"CHECKPOINT_PERIOD = {config.checkpoint_period}", f"SEED = {config.seed}"]
-    _parse_gin([os.path.join(REPO_ROOT, f) for f in (*run.gin_files, TRAIN_GIN)], bindings)
+    _parse_gin([os.path.join(REPO_ROOT, f) for f in (*run.gin_files, TRAIN_GIN, *run.overrides)],
+               bindings)
     try:
         start = time.perf_counter()
         gin.get_configurable(save_initial_checkpoint)()
@@ -311,7 +319,8 @@ def training_footnote(config: MainJobConfig, manifest: Any, trained: dict[str, A
                                            if info.get("stopped_early") else "")
         for label, info in trained.items())
     return (f"Tiny T5 models (d=32, 2+2 layers; gin/models/*/tiny.gin), planned for "
-            f"{config.train_steps} steps at batch {config.batch_size} (Adafactor, LR 1e-3) on "
+            f"{config.train_steps} steps at batch {config.batch_size} (autoregressive: Adafactor, "
+            "LR 1e-3; diffusion: x0 prediction, AdamW, LR 3e-3, gin/main/diffusion_cpu.gin) on "
             f"{manifest.split_seconds('train') / 3600:.2f} h of the embedded dataset "
             f"({len(manifest.split('train'))} train pieces); reached {runs}. '@ 0' rows are the "
             "untrained initialisations; the paper trained T5-small/base for 500k steps.")

@@ -107,6 +107,19 @@ def test_frechet_rejects_imaginary_square_root():
         frechet.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
 
+def test_symmetric_fallback_matches_sqrtm_on_valid_covariances():
+    # The PSD fallback used when sqrtm's product root goes complex gives the same trace.
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(30, 8)), rng.normal(size=(30, 8))
+    sigma1, sigma2 = np.cov(a.T, ddof=0), np.cov(b.T, ddof=0)
+    expected = float(np.trace(scipy.linalg.sqrtm(sigma1 @ sigma2).real))
+    assert frechet._trace_sqrt_product_psd(sigma1, sigma2) == pytest.approx(expected, rel=1e-8)
+    # Rank-1 covariances (collapsed samples) are valid: the distance is finite and >= 0.
+    u, v = rng.normal(size=8), rng.normal(size=8)
+    distance = frechet.frechet_distance(np.zeros(8), np.outer(u, u), np.ones(8), np.outer(v, v))
+    assert np.isfinite(distance) and distance >= -1e-9
+
+
 def test_mean_frame_distance_truncates_to_shorter_sequence():
     target = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
     predicted = np.array([[3.0, 4.0], [1.0, 1.0]])
