@@ -10,10 +10,10 @@ Prints the dataset summary; exits 2 with one message on bad input.
 from __future__ import annotations
 
 import argparse
-import logging
+import functools
 import sys
-import time
 
+from music_spectrogram_diffusion.cli import dataset_build
 from music_spectrogram_diffusion.data import embedded_dataset
 from music_spectrogram_diffusion.data.rendering import RenderError
 
@@ -44,25 +44,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
-    try:
-        manifest = embedded_dataset.build_embedded_dataset(
-            args.out,
-            num_pieces=args.num_pieces,
-            seed=args.seed,
-            soundfont=args.soundfont,
-            num_workers=args.num_workers,
-            progress=not args.quiet,
-            drum_probability=args.drum_probability,
-            max_piece_seconds=args.max_piece_seconds,
-        )
-    except (embedded_dataset.DatasetError, RenderError) as e:
-        print(f"msd-make-dataset: error: {e}", file=sys.stderr)
-        return 2
-    print(manifest.summary())
-    print(f"Done in {time.perf_counter() - start:.1f} s.")
-    return 0
+    build = functools.partial(
+        embedded_dataset.build_embedded_dataset,
+        args.out,
+        num_pieces=args.num_pieces,
+        seed=args.seed,
+        soundfont=args.soundfont,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        drum_probability=args.drum_probability,
+        max_piece_seconds=args.max_piece_seconds,
+    )
+    manifest = dataset_build.build_and_report(
+        "msd-make-dataset", build, (embedded_dataset.DatasetError, RenderError))
+    return 2 if manifest is None else 0
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ See ``data/prepare.py`` (layout, Apache Beam recipe) and ``data/sources/`` (expe
 from __future__ import annotations
 
 import argparse
-import logging
+import functools
 import sys
-import time
 
+from music_spectrogram_diffusion.cli import dataset_build
 from music_spectrogram_diffusion.data import prepare, sources
 
 
@@ -46,7 +46,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = {}
     if args.guitarset_audio is not None:
         if args.source_format != "raw" or sources.ALIASES.get(args.name, args.name) != "guitarset":
@@ -54,16 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         options["audio"] = args.guitarset_audio
-    start = time.perf_counter()
-    try:
-        manifest = prepare.prepare_dataset(
-            args.name, args.source, args.out, source_format=args.source_format,
-            num_workers=args.num_workers, progress=not args.quiet, reader_options=options)
-    except prepare.PrepareError as e:
-        print(f"msd-prepare-dataset: error: {e}", file=sys.stderr)
+    build = functools.partial(
+        prepare.prepare_dataset, args.name, args.source, args.out,
+        source_format=args.source_format, num_workers=args.num_workers, progress=not args.quiet,
+        reader_options=options)
+    manifest = dataset_build.build_and_report("msd-prepare-dataset", build, (prepare.PrepareError,))
+    if manifest is None:
         return 2
-    print(manifest.summary())
-    print(f"Done in {time.perf_counter() - start:.1f} s.")
     if not manifest.pieces:
         print("msd-prepare-dataset: error: no piece could be prepared", file=sys.stderr)
         return 1

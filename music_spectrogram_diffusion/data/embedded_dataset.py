@@ -42,6 +42,7 @@ import os
 
 from music_spectrogram_diffusion.data import instrumentation
 from music_spectrogram_diffusion.data.instrumentation import Candidate, PartInfo, ScoreError
+from music_spectrogram_diffusion.data.piece_manifest import SPLITS, PieceManifest
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
 from music_spectrogram_diffusion.file_io import write_bytes_atomic, write_json_atomic
 
@@ -55,7 +56,6 @@ DEFAULT_MAX_PIECE_SECONDS = 120.0
 DEFAULT_DATA_DIR = os.path.join("data", "embedded")
 MANIFEST_NAME = "manifest.json"
 MIDI_DIR, AUDIO_DIR, RECORD_DIR = "midi", "audio", "pieces"
-SPLITS = ("train", "validation", "test")
 
 __all__ = [
     "DatasetConfig",
@@ -145,27 +145,13 @@ def split_for_position(position: int) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Manifest:
+class Manifest(PieceManifest[PieceEntry]):
     """The contents of ``manifest.json``; paths in entries are relative to ``data_dir``."""
 
     data_dir: str
     config: DatasetConfig
     pieces: tuple[PieceEntry, ...]
     skipped: tuple[SkippedSource, ...] = ()
-
-    def split(self, name: str) -> tuple[PieceEntry, ...]:
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)}")
-        return tuple(p for p in self.pieces if p.split == name)
-
-    def split_seconds(self, name: str) -> float:
-        return sum(p.duration_seconds for p in self.split(name))
-
-    def midi_file(self, piece: PieceEntry) -> str:
-        return os.path.join(self.data_dir, piece.midi_path)
-
-    def audio_file(self, piece: PieceEntry) -> str:
-        return os.path.join(self.data_dir, piece.audio_path)
 
     def instrument_histogram(self) -> dict[str, int]:
         """Number of parts played by each instrument, most common first."""

@@ -54,6 +54,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from music_spectrogram_diffusion.data import sources
+from music_spectrogram_diffusion.data.piece_manifest import PieceManifest
 from music_spectrogram_diffusion.data.sources.base import SPLITS, SourceError, SourceRef
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
 from music_spectrogram_diffusion.file_io import write_bytes_atomic, write_json_atomic
@@ -111,7 +112,7 @@ class PieceFailure:
 
 
 @dataclasses.dataclass(frozen=True)
-class PreparedManifest:
+class PreparedManifest(PieceManifest[PreparedPiece]):
     """The contents of a prepared directory's manifest.json."""
 
     data_dir: str
@@ -119,17 +120,6 @@ class PreparedManifest:
     source_format: str
     pieces: tuple[PreparedPiece, ...]
     failures: tuple[PieceFailure, ...] = ()
-
-    def split(self, name: str) -> tuple[PreparedPiece, ...]:
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)}")
-        return tuple(p for p in self.pieces if p.split == name)
-
-    def midi_file(self, piece: PreparedPiece) -> str:
-        return os.path.join(self.data_dir, piece.midi_path)
-
-    def audio_file(self, piece: PreparedPiece) -> str:
-        return os.path.join(self.data_dir, piece.audio_path)
 
     def summary(self) -> str:
         lines = [f"{self.dataset} prepared in {self.data_dir} (from {self.source_format} files)"]

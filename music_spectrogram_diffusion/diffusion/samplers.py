@@ -16,7 +16,7 @@ goes from t = (i+1)/N to s = i/N, so the network sees t = 1.0, 1 - 1/N, ..., 1/N
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -185,6 +185,60 @@ def _times(i: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array]:
     return (i + 1).astype(jnp.float32) / num_steps, i.astype(jnp.float32) / num_steps
 
 
+# (i, z_t [B, T, M], eps [B, T, M], λ_t, λ_s, state) -> (z_s [B, T, M], x̂0 [B, T, M], state).
+UpdateFn = Callable[
+    [jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array, Any]
+]
+
+
+def _no_state(z: jax.Array) -> None:
+    del z
+    return None
+
+
+def _run_reverse_scan(
+    update_fn: UpdateFn,
+    denoise_fn: DenoiseFn,
+    rng: jax.Array,
+    initial: jax.Array | Sequence[int],
+    *,
+    num_steps: int,
+    log_snr_fn: schedules.LogSnrFn,
+    init_state: Callable[[jax.Array], Any] = _no_state,
+    last_step_returns_x0: bool = True,
+) -> jax.Array:
+    """The loop every sampler shares, so each one only states its update rule.
+
+    Draws (or takes) z_T, then runs step i = N-1 ... 0 as one reverse ``lax.scan``: the §5.4
+    time grid, λ_t and λ_s, one ``denoise_fn`` call, then ``update_fn``. The sampler-specific
+    ``state`` (e.g. DPM-Solver++'s previous x̂0) rides along in the scan carry.
+
+    Args:
+        update_fn: the sampler's rule (i, z_t, ε̂, λ_t, λ_s, state) -> (z_s, x̂0, state).
+        init_state: builds the initial ``state`` from z_T; no state by default.
+        last_step_returns_x0: the last step (i == 0) returns x̂0 instead of z_s, as the
+            original does (spec §5.4 step 4).
+
+    Returns:
+        [B, T, M]: the value carried out of the last step.
+    """
+    z = _initial_noise(rng, initial)
+    batch = z.shape[0]
+
+    def body(carry, i):
+        z, state = carry
+        t, s = _times(i, num_steps)
+        log_snr_t, log_snr_s = log_snr_fn(t), log_snr_fn(s)
+        eps = denoise_fn(z, jnp.full((batch,), t))
+        z_s, x0, state = update_fn(i, z, eps, log_snr_t, log_snr_s, state)
+        if last_step_returns_x0:
+            z_s = jnp.where(i == 0, x0, z_s)
+        return (z_s, state), None
+
+    (z, _), _ = jax.lax.scan(body, (z, init_state(z)), jnp.arange(num_steps), reverse=True)
+    return z
+
+
 def sample_ddpm(
     denoise_fn: DenoiseFn,
     rng: jax.Array,
@@ -209,20 +263,13 @@ def sample_ddpm(
     Returns:
         x̂0 [B, T, M] in the scaled [-1, 1] feature space.
     """
-    z = _initial_noise(rng, initial)
-    batch = z.shape[0]
 
-    def body(z, i):
-        t, s = _times(i, num_steps)
-        log_snr_t, log_snr_s = log_snr_fn(t), log_snr_fn(s)
-        eps = denoise_fn(z, jnp.full((batch,), t))
+    def update(i, z, eps, log_snr_t, log_snr_s, state):
         noise = jax.random.normal(jax.random.fold_in(rng, i), z.shape, z.dtype)
         z_s, x0 = ddpm_step(z, eps, log_snr_t, log_snr_s, noise, clip_x0=clip_x0, variance=variance)
-        # The last step returns the (clipped) x̂0 itself, without noise (spec §5.4 step 4).
-        return jnp.where(i == 0, x0, z_s), None
+        return z_s, x0, state
 
-    z, _ = jax.lax.scan(body, z, jnp.arange(num_steps), reverse=True)
-    return z
+    return _run_reverse_scan(update, denoise_fn, rng, initial, num_steps=num_steps, log_snr_fn=log_snr_fn)
 
 
 def sample_ddim(
@@ -238,18 +285,12 @@ def sample_ddim(
 
     ``rng`` is only used to draw z_T when ``initial`` is a shape. Returns x̂0 [B, T, M].
     """
-    z = _initial_noise(rng, initial)
-    batch = z.shape[0]
 
-    def body(z, i):
-        t, s = _times(i, num_steps)
-        log_snr_t, log_snr_s = log_snr_fn(t), log_snr_fn(s)
-        eps = denoise_fn(z, jnp.full((batch,), t))
+    def update(i, z, eps, log_snr_t, log_snr_s, state):
         z_s, x0 = ddim_step(z, eps, log_snr_t, log_snr_s, clip_x0=clip_x0)
-        return jnp.where(i == 0, x0, z_s), None
+        return z_s, x0, state
 
-    z, _ = jax.lax.scan(body, z, jnp.arange(num_steps), reverse=True)
-    return z
+    return _run_reverse_scan(update, denoise_fn, rng, initial, num_steps=num_steps, log_snr_fn=log_snr_fn)
 
 
 def sample_dpm_solver_pp(
@@ -267,22 +308,22 @@ def sample_dpm_solver_pp(
     data estimate; it is clipped to [-1, 1] when ``clip_x0``. ``rng`` is only used to draw z_T
     when ``initial`` is a shape. Returns x̂0 [B, T, M].
     """
-    z = _initial_noise(rng, initial)
-    batch = z.shape[0]
 
-    def body(carry, i):
-        z, x0_prev, h_prev = carry
-        t, s = _times(i, num_steps)
-        log_snr_t, log_snr_s = log_snr_fn(t), log_snr_fn(s)
-        eps = denoise_fn(z, jnp.full((batch,), t))
+    def update(i, z, eps, log_snr_t, log_snr_s, state):
+        x0_prev, h_prev = state
         x0, _ = predict_x0(z, eps, log_snr_t, clip_x0=clip_x0)
         z_s = dpm_solver_pp_2m_step(
             z, x0, x0_prev, log_snr_t, log_snr_s, h_prev, first_order=(i == num_steps - 1)
         )
-        return (z_s, x0, 0.5 * (log_snr_s - log_snr_t)), None
+        return z_s, x0, (x0, 0.5 * (log_snr_s - log_snr_t))
 
-    carry = (z, jnp.zeros_like(z), jnp.ones((), jnp.float32))
-    (z, _, _), _ = jax.lax.scan(body, carry, jnp.arange(num_steps), reverse=True)
+    def init_state(z):
+        return jnp.zeros_like(z), jnp.ones((), jnp.float32)
+
+    z = _run_reverse_scan(
+        update, denoise_fn, rng, initial, num_steps=num_steps, log_snr_fn=log_snr_fn,
+        init_state=init_state, last_step_returns_x0=False,
+    )
     return jnp.clip(z, -1.0, 1.0) if clip_x0 else z
 
 

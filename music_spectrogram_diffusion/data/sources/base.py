@@ -257,6 +257,19 @@ def make_piece(ref: SourceRef, samples: np.ndarray, ns: NoteSequence, name: str)
                        source_files=tuple(ref.files.values()))
 
 
+def load_annotated_piece(ref: SourceRef, notes_role: str,
+                         read_notes: Callable[[str], NoteSequence]) -> SourcePiece:
+    """The piece of a release that pairs one annotation file with one ``'audio'`` file.
+
+    The annotation is read first, so a bad annotation is reported before any audio is decoded,
+    and it names the piece in error messages.
+    """
+    notes_path = ref.files[notes_role]
+    ns = read_notes(notes_path)
+    samples = load_audio(require_file(ref.files["audio"], "audio file"))
+    return make_piece(ref, samples, ns, notes_path)
+
+
 def sanitize_id(text: str) -> str:
     """A file-name-safe id: path separators and odd characters become '_'."""
     safe = "".join(c if c.isalnum() or c in "-_.+#" else "_" for c in text)

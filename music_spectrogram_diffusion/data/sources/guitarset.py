@@ -94,9 +94,7 @@ def read_jams_notes(path: str) -> base.NoteSequence:
 
 
 def load_piece(ref: SourceRef) -> SourcePiece:
-    ns = read_jams_notes(ref.files["annotation"])
-    samples = base.load_audio(base.require_file(ref.files["audio"], "audio file"))
-    return base.make_piece(ref, samples, ns, ref.files["annotation"])
+    return base.load_annotated_piece(ref, "annotation", read_jams_notes)
 
 
 READER = base.DatasetReader(NAME, "GuitarSet (JAMS note_midi + mono mic audio)",

@@ -90,9 +90,7 @@ def read_labels(path: str) -> base.NoteSequence:
 
 
 def load_piece(ref: SourceRef) -> SourcePiece:
-    ns = read_labels(ref.files["labels"])
-    samples = base.load_audio(base.require_file(ref.files["audio"], "audio file"))
-    return base.make_piece(ref, samples, ns, ref.files["labels"])
+    return base.load_annotated_piece(ref, "labels", read_labels)
 
 
 READER = base.DatasetReader(NAME, "MusicNet (label CSVs in 44.1 kHz samples + WAV)",
