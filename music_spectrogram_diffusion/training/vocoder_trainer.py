@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from music_spectrogram_diffusion.audio import spectrograms
+from music_spectrogram_diffusion.audio import stft_distance
 from music_spectrogram_diffusion.audio.vocoders import checkpoints as vocoder_checkpoints
 from music_spectrogram_diffusion.audio.vocoders import data
 from music_spectrogram_diffusion.audio.vocoders import generators
@@ -67,6 +68,7 @@ class VocoderTrainConfig:
     pretrain_steps: int = 0
     mel_loss_weight: float = 45.0
     stft_loss_weight: float = 2.5
+    magnitude_loss_weight: float = 0.0  # Vocos only: see VocoderTrainer._magnitude_loss
     feature_matching_weight: float = 2.0
     adversarial_weight: float = 1.0
     gain_range: tuple[float, float] = (0.5, 1.0)  # random loudness augmentation per crop
@@ -92,6 +94,8 @@ class VocoderTrainConfig:
             )
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"VocoderTrainConfig.max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if self.magnitude_loss_weight < 0:
+            raise ValueError(f"VocoderTrainConfig.magnitude_loss_weight must be >= 0, got {self.magnitude_loss_weight}")
         if self.pretrain_steps < 0:
             raise ValueError(f"VocoderTrainConfig.pretrain_steps must be >= 0, got {self.pretrain_steps}")
         low, high = self.gain_range
@@ -157,10 +161,39 @@ class VocoderTrainer:
 
     def __post_init__(self):
         generators.build_generator(self.generator_config, self.features)  # Validates kind and hop.
+        if self.train_config.magnitude_loss_weight and not generators.predicts_magnitude(self.generator_config):
+            raise ValueError(
+                f"VocoderTrainConfig.magnitude_loss_weight needs a generator that predicts an STFT "
+                f"magnitude (vocos), not {generators.generator_kind(self.generator_config)}"
+            )
 
     @property
     def generator(self) -> nn.Module:
-        return generators.build_generator(self.generator_config, self.features)
+        """The network as trained (generators.training_config); checkpoints hold its parameters."""
+        return generators.build_generator(generators.training_config(self.generator_config), self.features)
+
+    def _generate(self, params, log_mel) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+        """(audio [batch, samples], predicted STFT log-magnitude or None when unused)."""
+        if not self.train_config.magnitude_loss_weight:
+            return self.generator.apply({"params": params}, log_mel), None
+        audio, variables = self.generator.apply({"params": params}, log_mel, mutable=["intermediates"])
+        return audio, variables["intermediates"]["log_magnitude"][0]
+
+    def _magnitude_loss(self, log_magnitude: jnp.ndarray, audio: jnp.ndarray) -> jnp.ndarray:
+        """Mean |predicted - ln max(|STFT(audio)|, floor)| over frames and bins (natural log).
+
+        A direct, dense target for the Vocos magnitude head: mel L1 only constrains the 128 mel
+        bands of the inverse STFT's output, and through a phase that is still being learned.
+        The STFT is the codec's (spec §2.2), the one the generator's spectrum is inverted with.
+        """
+        features = self.features
+        target = stft_distance.stft(
+            audio, fft_length=features.fft_length, hop_length=features.hop_length,
+            window_length=features.window_length,
+        )[..., : log_magnitude.shape[-2], :]
+        target = jnp.log(jnp.maximum(jnp.abs(target), features.log_floor))
+        predicted = jnp.maximum(log_magnitude, np.log(features.log_floor))
+        return jnp.mean(jnp.abs(predicted - target))
 
     @property
     def discriminator(self) -> hifigan.Discriminator:
@@ -189,11 +222,15 @@ class VocoderTrainer:
         audio = audio * gain
         return audio, spectrograms.compute_log_mel(audio, self.features)
 
-    def _reconstruction_loss(self, fake, audio, log_mel) -> tuple[jnp.ndarray, dict]:
+    def _reconstruction_loss(self, fake, audio, log_mel, log_magnitude=None) -> tuple[jnp.ndarray, dict]:
         mel = losses.mel_l1_loss(fake, log_mel, self.features)
         stft = losses.multi_resolution_stft_loss(fake, audio)
         cfg = self.train_config
-        return cfg.mel_loss_weight * mel + cfg.stft_loss_weight * stft, {"mel_l1": mel, "mr_stft": stft}
+        total, metrics = cfg.mel_loss_weight * mel + cfg.stft_loss_weight * stft, {"mel_l1": mel, "mr_stft": stft}
+        if log_magnitude is not None:
+            metrics["magnitude_l1"] = self._magnitude_loss(log_magnitude, audio)
+            total += cfg.magnitude_loss_weight * metrics["magnitude_l1"]
+        return total, metrics
 
     def pretrain_step(
         self, state: VocoderTrainState, audio: jnp.ndarray, rng: jax.Array
@@ -202,8 +239,8 @@ class VocoderTrainer:
         audio, log_mel = self._prepare(audio, rng)
 
         def loss_fn(params):
-            fake = self.generator.apply({"params": params}, log_mel)
-            return self._reconstruction_loss(fake, audio, log_mel)
+            fake, log_magnitude = self._generate(params, log_mel)
+            return self._reconstruction_loss(fake, audio, log_mel, log_magnitude)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.generator_params)
         updates, opt_state = _make_optimizer(self.train_config).update(
@@ -224,8 +261,8 @@ class VocoderTrainer:
         tx = _make_optimizer(cfg)
         audio, log_mel = self._prepare(audio, rng)
         # The generator runs once; its VJP carries the generator loss gradient back afterwards.
-        fake, generator_vjp = jax.vjp(
-            lambda p: self.generator.apply({"params": p}, log_mel), state.generator_params
+        (fake, log_magnitude), generator_vjp = jax.vjp(
+            lambda p: self._generate(p, log_mel), state.generator_params
         )
 
         def discriminator_loss_fn(params):
@@ -243,12 +280,19 @@ class VocoderTrainer:
             fake_logits, fake_features = self.discriminator.apply({"params": discriminator_params}, fake_audio)
             adversarial = losses.lsgan_generator_loss(fake_logits)
             matching = losses.feature_matching_loss(real_features, fake_features)
+            # The magnitude loss is added below: its gradient reaches the generator directly.
             reconstruction, metrics = self._reconstruction_loss(fake_audio, audio, log_mel)
             total = cfg.adversarial_weight * adversarial + cfg.feature_matching_weight * matching + reconstruction
             return total, dict(metrics, adversarial=adversarial, feature_matching=matching)
 
         (g_loss, metrics), fake_grad = jax.value_and_grad(generator_loss_fn, has_aux=True)(fake)
-        (g_grads,) = generator_vjp(fake_grad)
+        magnitude_grad = None
+        if log_magnitude is not None:
+            magnitude_l1, magnitude_grad = jax.value_and_grad(self._magnitude_loss)(log_magnitude, audio)
+            magnitude_grad = cfg.magnitude_loss_weight * magnitude_grad
+            metrics["magnitude_l1"] = magnitude_l1
+            g_loss += cfg.magnitude_loss_weight * magnitude_l1
+        (g_grads,) = generator_vjp((fake_grad, magnitude_grad))
         g_updates, g_opt_state = tx.update(g_grads, state.generator_opt_state, state.generator_params)
         state = state.replace(
             step=state.step + 1,

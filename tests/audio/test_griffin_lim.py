@@ -78,6 +78,35 @@ def test_griffin_lim_is_deterministic_and_jittable(music_clip):
     assert direct.shape == (1, 20 * 320)
 
 
+def test_consistency_iterations_from_zero_phase_are_griffin_lim(music_clip):
+    """The unrolled (differentiable) iterations and the fori_loop Griffin-Lim share one step."""
+    magnitude = griffin_lim.mel_to_linear_magnitude(spectrograms.compute_log_mel(music_clip[None, : 24 * 320]))
+    unrolled = griffin_lim.consistency_iterations(magnitude.astype(jnp.complex64), num_iterations=5)
+    np.testing.assert_allclose(np.abs(np.asarray(unrolled)), np.asarray(magnitude), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(griffin_lim.istft(unrolled)),
+        np.asarray(griffin_lim.griffin_lim(magnitude, num_iterations=5)),
+        atol=1e-5,
+    )
+
+
+def test_consistency_iterations_keep_a_consistent_spectrum_and_fix_a_random_phase(music_clip):
+    kwargs = dict(fft_length=1024, hop_length=320, window_length=640)
+    spectrum = stft_distance.stft(jnp.asarray(music_clip), **kwargs)  # consistent by construction
+    kept = np.asarray(griffin_lim.consistency_iterations(spectrum, num_iterations=3))
+    loud = np.abs(np.asarray(spectrum)) > 1e-2 * np.abs(np.asarray(spectrum)).max()
+    # Frame 0's first samples are zeroed by istft (see test_istft_inverts_the_codec_stft).
+    np.testing.assert_allclose(kept[2:][loud[2:]], np.asarray(spectrum)[2:][loud[2:]], rtol=1e-2, atol=1e-3)
+    phase = jax.random.uniform(jax.random.PRNGKey(0), spectrum.shape, minval=-np.pi, maxval=np.pi)
+    scrambled = jnp.abs(spectrum) * jnp.exp(1j * phase)
+    target = spectrograms.compute_log_mel(jnp.asarray(music_clip))
+
+    def mel_l1(s):
+        return float(jnp.mean(jnp.abs(spectrograms.compute_log_mel(griffin_lim.istft(s)) - target)))
+
+    assert mel_l1(griffin_lim.consistency_iterations(scrambled, num_iterations=16)) < 0.6 * mel_l1(scrambled)
+
+
 def test_griffin_lim_config_is_validated():
     with pytest.raises(ValueError, match="momentum"):
         griffin_lim.GriffinLimVocoder(momentum=1.0)

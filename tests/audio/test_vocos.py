@@ -106,6 +106,24 @@ def test_generator_maps_frames_to_frames_times_hop_and_is_deterministic(phase_pa
     assert not np.array_equal(leaves(params)[1], leaves(other)[1])
 
 
+def test_consistency_stage_keeps_magnitudes_and_passes_gradients_to_the_phase_head():
+    log_mel = jax.random.normal(jax.random.PRNGKey(2), (1, 10, 128)) * 2.0 - 5.0
+    config = dataclasses.replace(vocos.VocosConfig.tiny(), num_consistency_iterations=2)
+    generator, params = _init(config, log_mel)
+    plain = vocos.Generator(dataclasses.replace(config, num_consistency_iterations=0))
+    assert not np.allclose(
+        np.asarray(generator.apply({"params": params}, log_mel)), np.asarray(plain.apply({"params": params}, log_mel))
+    )
+    target = jnp.zeros((1, 10 * HOP))
+
+    def loss(p):
+        return jnp.mean(jnp.square(generator.apply({"params": p}, log_mel) - target))
+
+    grads = jax.grad(loss)(params)
+    phase_gradient = np.asarray(grads["phase_head"]["kernel"])
+    assert np.all(np.isfinite(phase_gradient)) and np.abs(phase_gradient).max() > 0.0
+
+
 def test_small_config_has_a_few_million_parameters():
     log_mel = jnp.zeros((1, 4, 128))
     shapes = jax.eval_shape(lambda: vocos.Generator(vocos.VocosConfig.small()).init(jax.random.PRNGKey(0), log_mel))
@@ -142,6 +160,8 @@ def test_config_is_validated():
         vocos.VocosConfig(phase_parameterisation="group_delay")
     with pytest.raises(ValueError, match="num_prior_nnls_steps"):
         vocos.VocosConfig(num_prior_nnls_steps=-2)
+    with pytest.raises(ValueError, match="num_consistency_iterations must be >= 0"):
+        vocos.VocosConfig(num_consistency_iterations=-1)
 
 
 def test_generator_kinds_and_errors():

@@ -5,6 +5,7 @@ HiFi-GAN and Vocos generators both train through the same trainer (generators.py
 
 import glob
 import io
+import dataclasses
 import json
 import os
 import signal
@@ -92,6 +93,10 @@ def test_train_config_is_validated():
         vocoder_trainer.VocoderTrainer({"dim": 4}, hifigan.DiscriminatorConfig.tiny(), _train_config())
     with pytest.raises(ValueError, match="must equal the hop"):
         vocoder_trainer.VocoderTrainer(hifigan.GeneratorConfig(upsample_rates=(8, 8, 4, 2)), hifigan.DiscriminatorConfig.tiny(), _train_config())
+    with pytest.raises(ValueError, match="magnitude_loss_weight must be >= 0"):
+        _train_config(magnitude_loss_weight=-1.0)
+    with pytest.raises(ValueError, match=r"predicts an STFT magnitude \(vocos\), not hifigan"):
+        vocoder_trainer.VocoderTrainer(train_config=_train_config(magnitude_loss_weight=1.0), **TINY)
 
 
 def test_pretraining_steps_checkpoint_resume_and_load(tmp_path, data_dir):
@@ -235,6 +240,35 @@ def test_vocos_pretraining_reduces_the_reconstruction_loss(data_dir):
         losses.append(float(metrics["generator_loss"]))
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_vocos_magnitude_loss_and_training_consistency_iterations(data_dir):
+    """The magnitude loss trains the Vocos magnitude head towards ln|STFT| in both step kinds;
+    training runs num_train_consistency_iterations, vocoding num_consistency_iterations."""
+    generator_config = dataclasses.replace(
+        vocos.VocosConfig.tiny(), num_consistency_iterations=3, num_train_consistency_iterations=1
+    )
+    # Only the magnitude loss, so that its gradient alone must lower it.
+    config = _train_config(crop_frames=16, magnitude_loss_weight=1.0, mel_loss_weight=0.0, stft_loss_weight=0.0,
+                           pretrain_steps=8, learning_rate=1e-2)
+    trainer = vocoder_trainer.VocoderTrainer(
+        generator_config, VOCOS_TINY["discriminator_config"], config
+    )
+    assert trainer.generator.config.num_consistency_iterations == 1
+    state = trainer.init(jax.random.PRNGKey(0))
+    pieces = [audio_io.load_audio(os.path.join(data_dir, "piano.wav"))]
+    audio = jnp.asarray(vocoder_trainer.sample_crops(pieces, np.random.default_rng(0), batch_size=2, crop_samples=16 * 320))
+    pretrain, gan = vocoder_trainer.jitted_steps(trainer)
+    magnitude = []
+    for i in range(10):  # the same batch; steps 8 and 9 are GAN steps
+        state, metrics = (pretrain if i < 8 else gan)(state, audio, jax.random.PRNGKey(0))
+        magnitude.append(float(metrics["magnitude_l1"]))
+    assert all(np.isfinite(magnitude)) and "discriminator_loss" in metrics
+    assert magnitude[7] < 0.9 * magnitude[0]
+    # Without the weight the magnitude loss is neither computed nor reported.
+    plain = vocoder_trainer.VocoderTrainer(generator_config, VOCOS_TINY["discriminator_config"], _train_config(crop_frames=16))
+    _, metrics = jax.jit(plain.pretrain_step)(plain.init(jax.random.PRNGKey(0)), audio, jax.random.PRNGKey(0))
+    assert "magnitude_l1" not in metrics
 
 
 def test_vocos_checkpoint_loads_as_a_vocos_vocoder(tmp_path, data_dir):

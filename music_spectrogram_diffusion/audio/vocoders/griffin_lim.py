@@ -94,6 +94,45 @@ def _overlap_add(frames, hop: int, xp=jnp):  # [..., frames, window] -> [..., (f
     return total.reshape(frames.shape[:-2] + ((num_frames + k - 1) * hop,))
 
 
+def _fast_griffin_lim_step(
+    magnitude: jnp.ndarray, angles: jnp.ndarray, previous: jnp.ndarray, features: FeatureConfig, momentum: float
+) -> tuple[jnp.ndarray, jnp.ndarray]:  # (new unit-modulus angles, this projection)
+    """One fast Griffin-Lim iteration (Perraudin et al., 2013; momentum 0.99 as librosa).
+
+    Projects magnitude * angles onto the consistent spectrograms (the STFT of its inverse STFT),
+    extrapolates past the previous projection by the momentum term and keeps only the phase.
+    """
+    rebuilt = stft_distance.stft(
+        istft(magnitude * angles, features),
+        fft_length=features.fft_length,
+        hop_length=features.hop_length,
+        window_length=features.window_length,
+    )
+    accelerated = rebuilt - (momentum / (1.0 + momentum)) * previous
+    return accelerated / (jnp.abs(accelerated) + 1e-16), rebuilt
+
+
+def consistency_iterations(
+    spectrum: jnp.ndarray,  # [..., frames, fft_length // 2 + 1] complex
+    features: FeatureConfig = DEFAULT_FEATURES,
+    *,
+    num_iterations: int,
+    momentum: float = 0.99,
+) -> jnp.ndarray:  # [..., frames, fft_length // 2 + 1] complex64, same magnitudes
+    """Fast Griffin-Lim that keeps |spectrum| and starts from the spectrum's own phase.
+
+    Unrolled in Python rather than a fori_loop so that reverse-mode gradients flow through it:
+    the Vocos generator's optional consistency stage (vocos.VocosConfig.num_consistency_iterations)
+    trains through these iterations, in the spirit of Deep Griffin-Lim (Masuyama et al., 2019).
+    """
+    spectrum = spectrum.astype(jnp.complex64)
+    magnitude = jnp.abs(spectrum)
+    angles, previous = spectrum / (magnitude + 1e-16), jnp.zeros_like(spectrum)
+    for _ in range(num_iterations):
+        angles, previous = _fast_griffin_lim_step(magnitude, angles, previous, features, momentum)
+    return magnitude * angles
+
+
 def griffin_lim(
     magnitude: jnp.ndarray,  # [..., frames, fft_length // 2 + 1]
     features: FeatureConfig = DEFAULT_FEATURES,
@@ -101,25 +140,13 @@ def griffin_lim(
     num_iterations: int = 64,
     momentum: float = 0.99,
 ) -> jnp.ndarray:  # [..., frames * hop_length]
-    """Fast Griffin-Lim from a zero initial phase; deterministic and jit-able."""
-    stft_kwargs = dict(
-        fft_length=features.fft_length,
-        hop_length=features.hop_length,
-        window_length=features.window_length,
-    )
+    """Fast Griffin-Lim from a zero initial phase; deterministic and jit-able (one XLA loop)."""
     magnitude = magnitude.astype(jnp.float32)
-
-    def iteration(_, carry):
-        angles, previous = carry
-        rebuilt = stft_distance.stft(istft(magnitude * angles, features), **stft_kwargs)
-        # The momentum term of fast Griffin-Lim: extrapolate past the last projection.
-        accelerated = rebuilt - (momentum / (1.0 + momentum)) * previous
-        angles = accelerated / (jnp.abs(accelerated) + 1e-16)
-        return angles, rebuilt
-
-    angles = jnp.ones(magnitude.shape, jnp.complex64)
     angles, _ = jax.lax.fori_loop(
-        0, num_iterations, iteration, (angles, jnp.zeros(magnitude.shape, jnp.complex64))
+        0,
+        num_iterations,
+        lambda _, carry: _fast_griffin_lim_step(magnitude, *carry, features, momentum),
+        (jnp.ones(magnitude.shape, jnp.complex64), jnp.zeros(magnitude.shape, jnp.complex64)),
     )
     return istft(magnitude * angles, features)
 
