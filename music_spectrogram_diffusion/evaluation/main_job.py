@@ -58,7 +58,7 @@ class ModelRun:
 MODEL_RUNS = (
     ModelRun("Autoregressive", "autoregressive",
              ("gin/models/autoregressive/tiny.gin", "gin/tasks/embedded.gin"),
-             ("gin/main/adamw_cpu.gin",)),
+             ("gin/main/autoregressive_cpu.gin",)),
     ModelRun("Diffusion, no context", "diffusion",
              ("gin/models/diffusion/tiny.gin", "gin/tasks/embedded.gin"),
              ("gin/main/diffusion_cpu.gin",)),
@@ -324,7 +324,8 @@ def training_footnote(config: MainJobConfig, manifest: Any, trained: dict[str, A
         for label, info in trained.items())
     return (f"Tiny T5 models (d=32, 2+2 layers; gin/models/*/tiny.gin), planned for "
             f"{config.train_steps} steps at batch {config.batch_size} (AdamW, LR 3e-3, "
-            "gin/main/adamw_cpu.gin; diffusion: x0 prediction, gin/main/diffusion_cpu.gin) on "
+            "gin/main/adamw_cpu.gin; autoregressive: noisy teacher-forced inputs, "
+            "gin/main/autoregressive_cpu.gin; diffusion: x0 prediction, gin/main/diffusion_cpu.gin) on "
             f"{manifest.split_seconds('train') / 3600:.2f} h of the embedded dataset "
             f"({len(manifest.split('train'))} train pieces); reached {runs}. '@ 0' rows are the "
             "untrained initialisations; the paper trained T5-small/base for 500k steps.")

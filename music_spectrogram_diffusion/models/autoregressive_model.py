@@ -37,6 +37,15 @@ class AutoregressiveModel:
     """
 
     network_config: T5Config
+    # Standard deviation (raw log-mel units) of Gaussian noise added to the teacher-forced
+    # decoder inputs in training; 0 is the original. Not in the original: a remedy for exposure
+    # bias (the decoder otherwise learns to copy its previous frame, and at inference, where
+    # that frame is its own prediction, drifts), like Tacotron's always-on pre-net dropout.
+    input_noise_std: float = 0.0
+
+    def __post_init__(self):
+        if self.input_noise_std < 0:
+            raise ValueError(f"AutoregressiveModel.input_noise_std must be >= 0, got {self.input_noise_std}")
 
     @property
     def network(self) -> AutoregressiveTransformer:
@@ -63,10 +72,14 @@ class AutoregressiveModel:
         """
         targets = batch["target_frames"]  # [B, T, mels]
         mask = batch["target_mask"].astype(jnp.float32)  # [B, T]
+        inputs = shift_frames_right(targets)
+        if train and self.input_noise_std > 0.0:
+            rng, noise_rng = jax.random.split(rng)
+            inputs = inputs + self.input_noise_std * jax.random.normal(noise_rng, inputs.shape, inputs.dtype)
         predictions = self.network.apply(
             {"params": params},
             batch["note_tokens"],
-            shift_frames_right(targets),
+            inputs,
             deterministic=not train,
             rngs={"dropout": rng},
         )

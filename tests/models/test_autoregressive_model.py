@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import traverse_util
 
 from music_spectrogram_diffusion.models import layers
@@ -87,6 +88,22 @@ def test_loss_is_mean_squared_error_over_real_frames_and_bins():
     padded = batch["target_frames"].at[1, 7:].set(123.0)
     np.testing.assert_allclose(_loss(params, {**batch, "target_frames": padded},
                                      jax.random.PRNGKey(0), train=False)[0], loss, rtol=1e-6)
+
+
+def test_input_noise_perturbs_only_training_inputs():
+    params, batch = _params(), _batch(seed=3)
+    noisy = AutoregressiveModel(CONFIG, input_noise_std=2.0)
+    key = jax.random.PRNGKey(4)
+    clean_train = MODEL.loss_fn(params, batch, key, train=True)[0]
+    noisy_train = noisy.loss_fn(params, batch, key, train=True)[0]
+    assert not np.isclose(noisy_train, clean_train)
+    np.testing.assert_array_equal(noisy_train, noisy.loss_fn(params, batch, key, train=True)[0])
+    assert not np.isclose(noisy_train, noisy.loss_fn(params, batch, jax.random.PRNGKey(5), train=True)[0])
+    # Evaluation and decoding never see the noise.
+    np.testing.assert_array_equal(noisy.loss_fn(params, batch, key, train=False)[0],
+                                  MODEL.loss_fn(params, batch, key, train=False)[0])
+    with pytest.raises(ValueError, match="input_noise_std must be >= 0"):
+        AutoregressiveModel(CONFIG, input_noise_std=-1.0)
 
 
 def test_training_steps_reduce_the_loss():
