@@ -161,7 +161,7 @@ class VocoderTrainer:
 
     def __post_init__(self):
         generators.build_generator(self.generator_config, self.features)  # Validates kind and hop.
-        if self.train_config.magnitude_loss_weight and not generators.predicts_magnitude(self.generator_config):
+        if self.train_config.magnitude_loss_weight and not self.generator_config.predicts_magnitude:
             raise ValueError(
                 f"VocoderTrainConfig.magnitude_loss_weight needs a generator that predicts an STFT "
                 f"magnitude (vocos), not {generators.generator_kind(self.generator_config)}"
@@ -169,8 +169,8 @@ class VocoderTrainer:
 
     @property
     def generator(self) -> nn.Module:
-        """The network as trained (generators.training_config); checkpoints hold its parameters."""
-        return generators.build_generator(generators.training_config(self.generator_config), self.features)
+        """The network as trained (config.for_training()); checkpoints hold its parameters."""
+        return generators.build_generator(self.generator_config.for_training(), self.features)
 
     def _generate(self, params, log_mel) -> tuple[jnp.ndarray, jnp.ndarray | None]:
         """(audio [batch, samples], predicted STFT log-magnitude or None when unused)."""

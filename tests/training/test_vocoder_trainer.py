@@ -67,6 +67,13 @@ def _train_config(**overrides) -> vocoder_trainer.VocoderTrainConfig:
     return vocoder_trainer.VocoderTrainConfig(**values)
 
 
+def _piano_batch(data_dir: str, crop_frames: int = 16) -> jnp.ndarray:
+    """One fixed batch of two piano crops: steps on it must lower the loss."""
+    pieces = [audio_io.load_audio(os.path.join(data_dir, "piano.wav"))]
+    crops = vocoder_trainer.sample_crops(pieces, np.random.default_rng(0), batch_size=2, crop_samples=crop_frames * 320)
+    return jnp.asarray(crops)
+
+
 def test_sample_crops_is_deterministic_and_pads_short_pieces():
     pieces = [np.arange(100, dtype=np.float32) + 1, np.ones(10, np.float32)]
     first = vocoder_trainer.sample_crops(pieces, np.random.default_rng((0, 5)), batch_size=16, crop_samples=50)
@@ -142,8 +149,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, data_dir):
 def test_pretraining_reduces_the_reconstruction_loss(data_dir):
     trainer = vocoder_trainer.VocoderTrainer(train_config=_train_config(crop_frames=16), **TINY)
     state = trainer.init(jax.random.PRNGKey(0))
-    pieces = [audio_io.load_audio(os.path.join(data_dir, "piano.wav"))]
-    audio = jnp.asarray(vocoder_trainer.sample_crops(pieces, np.random.default_rng(0), batch_size=2, crop_samples=16 * 320))
+    audio = _piano_batch(data_dir)
     step = jax.jit(trainer.pretrain_step)
     losses = []
     for i in range(12):  # the same batch: the loss must go down
@@ -231,8 +237,7 @@ def test_vocos_pretraining_reduces_the_reconstruction_loss(data_dir):
     config = _train_config(crop_frames=16, lr_schedule="cosine", warmup_steps=2, decay_steps=20, max_grad_norm=10.0)
     trainer = vocoder_trainer.VocoderTrainer(train_config=config, **VOCOS_TINY)
     state = trainer.init(jax.random.PRNGKey(0))
-    pieces = [audio_io.load_audio(os.path.join(data_dir, "piano.wav"))]
-    audio = jnp.asarray(vocoder_trainer.sample_crops(pieces, np.random.default_rng(0), batch_size=2, crop_samples=16 * 320))
+    audio = _piano_batch(data_dir)
     step = jax.jit(trainer.pretrain_step)
     losses = []
     for _ in range(12):  # the same batch: the loss must go down
@@ -256,8 +261,7 @@ def test_vocos_magnitude_loss_and_training_consistency_iterations(data_dir):
     )
     assert trainer.generator.config.num_consistency_iterations == 1
     state = trainer.init(jax.random.PRNGKey(0))
-    pieces = [audio_io.load_audio(os.path.join(data_dir, "piano.wav"))]
-    audio = jnp.asarray(vocoder_trainer.sample_crops(pieces, np.random.default_rng(0), batch_size=2, crop_samples=16 * 320))
+    audio = _piano_batch(data_dir)
     pretrain, gan = vocoder_trainer.jitted_steps(trainer)
     magnitude = []
     for i in range(10):  # the same batch; steps 8 and 9 are GAN steps

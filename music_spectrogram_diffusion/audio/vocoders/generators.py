@@ -53,16 +53,6 @@ def config_from_dict(kind: str, values: dict[str, Any]) -> GeneratorConfig:
     return _KINDS[kind][0](**values)
 
 
-def training_config(config: GeneratorConfig) -> GeneratorConfig:
-    """The config of the network the vocoder trainer runs (Vocos may unroll fewer iterations)."""
-    return config.for_training() if generator_kind(config) == "vocos" else config
-
-
-def predicts_magnitude(config: GeneratorConfig) -> bool:
-    """Whether the generator sows a predicted STFT log-magnitude (for the magnitude loss)."""
-    return generator_kind(config) == "vocos"
-
-
 def build_generator(config: GeneratorConfig, features: FeatureConfig = DEFAULT_FEATURES) -> nn.Module:
     """The generator network for ``config``, checked against ``features``.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -59,6 +60,13 @@ class GeneratorConfig:
         object.__setattr__(self, "upsample_kernel_sizes", tuple(self.upsample_kernel_sizes))
         object.__setattr__(self, "resblock_kernel_sizes", tuple(self.resblock_kernel_sizes))
         object.__setattr__(self, "resblock_dilations", tuple(tuple(d) for d in self.resblock_dilations))
+
+    # HiFi-GAN outputs audio directly: no STFT magnitude for the trainer's magnitude loss.
+    predicts_magnitude: ClassVar[bool] = False
+
+    def for_training(self) -> GeneratorConfig:
+        """The generator the vocoder trainer runs: the same one (see VocosConfig.for_training)."""
+        return self
 
     @property
     def hop_length(self) -> int:

@@ -49,6 +49,7 @@ Differences from the paper, on purpose:
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -118,6 +119,9 @@ class VocosConfig:
                 f"VocosConfig.num_prior_nnls_steps must be -1 (no prior), 0 (pseudo-inverse) or more, "
                 f"got {self.num_prior_nnls_steps}"
             )
+
+    # The head's log-magnitude is sown for the trainer's magnitude loss (Generator.__call__).
+    predicts_magnitude: ClassVar[bool] = True
 
     def for_training(self) -> VocosConfig:
         """The generator the vocoder trainer runs: num_train_consistency_iterations iterations."""
