@@ -30,6 +30,11 @@ _CORE = [
     "matplotlib>=3.8",
     "pyyaml>=6",  # Slakh2100 metadata.yaml
     "tensorboard>=2.21",
+    "grain>=0.2.18,<0.3",  # the input pipeline (worker processes, checkpointable iterators)
+    "array_record>=0.8",
+    "tensorstore>=0.1.60",  # t5x checkpoints (msd-import-weights)
+    "msgpack>=1.0",
+    "safetensors>=0.4",  # diffusers weights (msd-import-weights / msd-export-weights)
 ]
 
 _EXTRAS = {
@@ -48,6 +53,7 @@ _EXTRAS = {
         "nbformat>=5",
         "nbclient>=0.10",
         "ipykernel>=6",
+        "onnx>=1.16",  # builds the small ONNX graphs the MelGAN vocoder tests run
     ],
 }
 
