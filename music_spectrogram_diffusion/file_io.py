@@ -6,9 +6,11 @@ half-written file where a finished one is expected (and an existing file stays u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any, Callable
 
 # mkstemp creates 0o600 files; finished files get the usual rw-r--r--.
@@ -45,3 +47,48 @@ def write_json_atomic(path: str, payload: Any, *, sort_keys: bool = False) -> No
     """Writes ``payload`` as indented JSON (with a final newline) to ``path`` atomically."""
     text = json.dumps(payload, indent=1, sort_keys=sort_keys) + "\n"
     write_file_atomic(path, lambda f: f.write(text), mode="w")
+
+
+def _temp_path_for(path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                     suffix=".tmp")
+    os.close(fd)
+    return temp_path
+
+
+@contextlib.contextmanager
+def atomic_file_set() -> Iterator[Callable[[str], str]]:
+    """Several files that appear together or not at all.
+
+    Yields ``temp_for(path) -> temporary path``: write each output to its temporary path. On a
+    clean exit every temporary is renamed to its destination; if anything fails (a write, or a
+    rename), the temporaries and the outputs already renamed are removed, and the error is
+    raised. ::
+
+        with atomic_file_set() as temp_for:
+            audio_io.write_wav(temp_for("a.wav"), audio, 16000)
+            np.save(temp_for("a.npy"), mel)
+    """
+    temps: dict[str, str] = {}
+
+    def temp_for(path: str) -> str:
+        if path not in temps:
+            temps[path] = _temp_path_for(path)
+        return temps[path]
+
+    renamed: list[str] = []
+    try:
+        yield temp_for
+        for final, temp in temps.items():
+            os.chmod(temp, _FILE_MODE)
+            os.replace(temp, final)
+            renamed.append(final)
+    except BaseException:
+        for final in renamed:
+            os.remove(final)
+        for temp in temps.values():
+            if os.path.exists(temp):
+                os.remove(temp)
+        raise

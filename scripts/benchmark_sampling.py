@@ -12,11 +12,9 @@ also timed end to end. All logic lives in music_spectrogram_diffusion/models/sam
 """
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.models import sampling_benchmark
 
 
@@ -31,12 +29,7 @@ def main(argv=None) -> int:
     result = sampling_benchmark.run_benchmark(
         args.config, quick=args.quick, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(sampling_benchmark.format_table(result))
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    # Write to a temporary file and rename, so an interrupted run leaves no half-written JSON.
-    with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".tmp", delete=False) as f:
-        json.dump(result, f, indent=2)
-    os.replace(f.name, args.out)
+    file_io.write_json_atomic(args.out, result)  # an interrupted run leaves no half-written JSON
     print(f"wrote {args.out}")
     return 0
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
-import tempfile
+
+from music_spectrogram_diffusion import file_io
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in rows.items():
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"{key:<{width}}  {text}")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(rows, f, indent=2)
-    os.replace(tmp, args.out)
+    file_io.write_json_atomic(args.out, rows)
     print(f"wrote {args.out}")
     return 0
 

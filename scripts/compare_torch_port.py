@@ -19,7 +19,8 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
+
+from music_spectrogram_diffusion import file_io
 
 # Runs inside the port's venv: builds the pipeline with random weights and times decode().
 _TORCH_STEP = r"""
@@ -50,13 +51,13 @@ import jax, jax.numpy as jnp, numpy as np
 from music_spectrogram_diffusion.models import sampling_benchmark as sb
 from music_spectrogram_diffusion.models.config import T5Config
 from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel, trim_note_tokens
+from music_spectrogram_diffusion.models.contract import make_batch
 cfg = T5Config.named(sys.argv[1]); model = DiffusionModel(network_config=cfg)
 tokens = sb.benchmark_note_tokens(cfg.note_tokens_length)
 ctx = np.full((1, cfg.context_frames, cfg.num_mels), -11.5, np.float32); mask = np.ones((1, cfg.context_frames), np.float32)
-batch = {"note_tokens": tokens, "target_frames": np.zeros((1, cfg.target_frames, cfg.num_mels), np.float32),
-         "target_mask": np.ones((1, cfg.target_frames), np.float32), "context_frames": ctx, "context_mask": mask}
+batch = make_batch(tokens, network_config=cfg, context_frames=ctx, context_mask=mask)
 params = jax.jit(model.init)(jax.random.key(0), batch)
-encoding = jax.jit(model.encode)(params, trim_note_tokens(tokens, model.diffusion_config.token_bucket), ctx, mask)
+encoding = jax.jit(model.encode)(params, dict(batch, note_tokens=trim_note_tokens(tokens, model.diffusion_config.token_bucket)))
 step = jax.jit(lambda p, e, z, t: model.denoise_fn(p, e, 1.0)(z, t))
 z = jax.random.normal(jax.random.key(1), (1, cfg.target_frames, cfg.num_mels)); t = jnp.full((1,), 0.5)
 for _ in range(2):
@@ -104,11 +105,7 @@ def main(argv=None) -> int:
     }
     print(f"| config | torch port s/step | ours s/step | speed-up |\n|---|---|---|---|\n"
           f"| {args.config} | {torch_median:.3f} | {jax_median:.3f} | {result['speedup']:.2f}x |")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp",
-                                     delete=False) as f:
-        json.dump(result, f, indent=2)
-    os.replace(f.name, args.out)
+    file_io.write_json_atomic(args.out, result)
     return 0
 
 

@@ -13,10 +13,10 @@ place, so a failed write never leaves a partial file or clobbers an existing one
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
 
 PathLike = str | os.PathLike
@@ -65,17 +65,12 @@ def load_audio(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-# mkstemp creates 0o600 files; finished WAVs get the usual rw-r--r-- (reading the umask would
-# need os.umask, which briefly changes it for every thread in the process).
-_WAV_FILE_MODE = 0o644
-
-
 def write_wav(
     path: PathLike,
     samples: np.ndarray,  # [num_samples] or [num_samples, channels], nominally in [-1, 1]
     sample_rate: int = DEFAULT_FEATURES.sample_rate,
 ) -> None:
-    """Writes a 16-bit PCM WAV file atomically (temporary file, then ``os.replace``).
+    """Writes a 16-bit PCM WAV file atomically (``file_io.write_file_atomic``).
 
     Samples outside [-1, 1] are clipped (16-bit PCM cannot hold them). The destination
     directory must exist.
@@ -105,15 +100,8 @@ def write_wav(
         raise AudioError(f"{path}: directory {directory} does not exist")
     clipped = np.clip(samples.astype(np.float64), -1.0, 1.0)
 
-    fd, temp_path = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
     try:
-        with os.fdopen(fd, "wb") as f:
-            soundfile.write(f, clipped, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.chmod(temp_path, _WAV_FILE_MODE)
-        os.replace(temp_path, path)
+        file_io.write_file_atomic(path, lambda f: soundfile.write(
+            f, clipped, int(sample_rate), subtype="PCM_16", format="WAV"))
     except Exception as e:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
         raise AudioError(f"{path}: could not write WAV file ({e})") from e

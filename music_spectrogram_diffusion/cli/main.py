@@ -1,4 +1,4 @@
-"""msd-main: the README's main job, the paper's ablation at CPU size (evaluation/main_job.py).
+"""msd-main: the README's main job, the paper's ablation at CPU size (jobs/main_job.py).
 
     msd-main [--quick] [--budget-minutes 30] [--data-dir DIR] [--out results]
 
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from music_spectrogram_diffusion.audio.vocoders.checkpoints import VocoderCheckpointError
     from music_spectrogram_diffusion.data.embedded_dataset import DatasetError
     from music_spectrogram_diffusion.data.rendering import RenderError
-    from music_spectrogram_diffusion.evaluation import main_job, runner
+    from music_spectrogram_diffusion.evaluation import runner
+    from music_spectrogram_diffusion.jobs import main_job
     from music_spectrogram_diffusion.evaluation.embedders import EmbedderError
 
     args = parse_args(argv)

@@ -65,7 +65,6 @@ __all__ = [
     "SkippedSource",
     "build_embedded_dataset",
     "load_manifest",
-    "run_main_job",
 ]
 
 
@@ -459,23 +458,3 @@ def _check_same_config(existing: Manifest, config: DatasetConfig) -> None:
             f"built with {', '.join(differences)}; use another output directory or delete it"
         )
 
-
-def run_main_job(
-    data_dir: str | os.PathLike = DEFAULT_DATA_DIR,
-    *,
-    quick: bool = False,
-    seed: int = 0,
-    num_workers: int = 2,
-    progress: bool = True,
-) -> Manifest:
-    """The README's main job, stage one: build (or reuse) the embedded dataset.
-
-    ``quick`` builds QUICK_NUM_PIECES pieces instead of the default size, for a smoke run.
-    """
-    return build_embedded_dataset(
-        data_dir,
-        num_pieces=QUICK_NUM_PIECES if quick else DEFAULT_NUM_PIECES,
-        seed=seed,
-        num_workers=num_workers,
-        progress=progress,
-    )

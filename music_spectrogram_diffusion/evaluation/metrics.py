@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,158 @@ class SongEvaluation:
     predicted_mel: np.ndarray | None = None  # [frames, mels] unscaled log-mel
     reference_mel: np.ndarray | None = None  # [frames, mels] unscaled log-mel
     song_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of the comparison table: its header, the metric key it shows, its digits."""
+
+    header: str
+    key: str
+    decimals: int = 3
+    plot: bool = True  # also a panel of metrics_vs_step.png
+
+
+class SongMetric(Protocol):
+    """A metric over a set of songs: per-song values (averaged) plus whole-set values.
+
+    ``update`` sees each song once, with the synthesized audio already cut to the real
+    audio's length; ``result`` returns the values that need every song (e.g. a Frechet
+    distance). Keys are what the metric's ``columns`` name.
+    """
+
+    def update(self, song: SongEvaluation, predicted: np.ndarray, reference: np.ndarray
+               ) -> dict[str, float]: ...
+
+    def result(self) -> dict[str, float]: ...
+
+
+class EmbeddingMetric:
+    """Mean frame embedding distance per song and the Frechet distance of all frames (§8.2)."""
+
+    def __init__(self, embedder: Embedder, sample_rate: int):
+        self.embedder = embedder
+        self.sample_rate = sample_rate
+        self._target = frechet.StreamingGaussian(embedder.dim)
+        self._predicted = frechet.StreamingGaussian(embedder.dim)
+
+    @staticmethod
+    def columns(name: str) -> tuple[Column, ...]:
+        return (Column(f"{name} dist.", f"{name}_distance"), Column(f"{name} FD", f"{name}_frechet"))
+
+    def update(self, song, predicted, reference):
+        target_frames = self.embedder.embed(reference, self.sample_rate)
+        predicted_frames = self.embedder.embed(predicted, self.sample_rate)
+        self._target.update(target_frames)
+        self._predicted.update(predicted_frames)
+        return {f"{self.embedder.name}_distance":
+                frechet.mean_frame_distance(target_frames, predicted_frames)}
+
+    def result(self):
+        return {f"{self.embedder.name}_frechet":
+                frechet.gaussian_frechet_distance(self._target, self._predicted)}
+
+
+class TranscriptionMetric:
+    """Transcription F1 of the synthesized ("Model") and the real ("GT") audio (§8.2, §8.3)."""
+
+    F1_KEY = "onset + offset F1"  # program-agnostic analogue of the paper's column
+
+    def __init__(self, transcriber: transcription.BasicPitchTranscriber, sample_rate: int, *,
+                 transcribe_reference: bool = True):
+        self.transcriber = transcriber
+        self.sample_rate = sample_rate
+        self.transcribe_reference = transcribe_reference
+
+    @classmethod
+    def columns(cls) -> tuple[Column, ...]:
+        return (Column("F1 Model", f"Model {cls.F1_KEY}"),
+                Column("F1 GT", f"GT {cls.F1_KEY}", plot=False))
+
+    def update(self, song, predicted, reference):
+        if song.reference_notes is None:
+            return {}
+        sources = {"Model": predicted}
+        if self.transcribe_reference:
+            sources["GT"] = reference
+        # Both rows score against the notes of the real audio's time span (§11.9).
+        end_seconds = len(reference) / self.sample_rate
+        values: dict[str, float] = {}
+        for prefix, audio in sources.items():
+            values.update(transcription.song_transcription_scores(
+                self.transcriber, song.reference_notes, audio, prefix=prefix,
+                sample_rate=self.sample_rate, end_seconds=end_seconds))
+        return values
+
+    def result(self):
+        return {}
+
+
+class MelMetric:
+    """Unscaled log-mel L1/L2 between the predicted and the real spectrogram."""
+
+    @staticmethod
+    def columns() -> tuple[Column, ...]:
+        return (Column("mel L1", "mel_l1"),)
+
+    def update(self, song, predicted, reference):
+        if song.predicted_mel is None or song.reference_mel is None:
+            return {}
+        return spectral_metrics.mel_distances(song.predicted_mel, song.reference_mel)
+
+    def result(self):
+        return {}
+
+
+class StftMetric:
+    """Multi-resolution STFT distance of the audio, the vocoder's loss function."""
+
+    def __init__(self, resolutions: Sequence[tuple[int, int, int]] | None = None):
+        self.resolutions = resolutions
+
+    @staticmethod
+    def columns() -> tuple[Column, ...]:
+        return (Column("MR-STFT", "mr_stft"),)
+
+    def update(self, song, predicted, reference):
+        return {"mr_stft": spectral_metrics.multi_resolution_stft(predicted, reference,
+                                                                  self.resolutions)}
+
+    def result(self):
+        return {}
+
+
+TIMING_COLUMNS = (Column("pred s / audio s", "prediction_seconds_per_audio_second"),)
+
+
+def table_columns(embedders: Sequence[str], *, transcribe: bool = True) -> list[Column]:
+    """The comparison table's columns, in order: what each metric declares, then timing.
+
+    A new metric adds its class above and its ``columns()`` here; nothing else changes.
+    """
+    columns: list[Column] = []
+    for spec in embedders:
+        columns += EmbeddingMetric.columns(spec.partition("=")[0])
+    if transcribe:
+        columns += TranscriptionMetric.columns()
+    columns += [*MelMetric.columns(), *StftMetric.columns(), *TIMING_COLUMNS]
+    return columns
+
+
+def default_metrics(
+    *,
+    embedders: Sequence[Embedder] = (),
+    transcriber: transcription.BasicPitchTranscriber | None = None,
+    transcribe_reference: bool = True,
+    stft_resolutions: Sequence[tuple[int, int, int]] | None = None,
+    sample_rate: int = DEFAULT_FEATURES.sample_rate,
+) -> list[SongMetric]:
+    """The paper's metrics (see the module docstring) for the given embedders/transcriber."""
+    metrics: list[SongMetric] = [EmbeddingMetric(e, sample_rate) for e in embedders]
+    if transcriber is not None:
+        metrics.append(TranscriptionMetric(transcriber, sample_rate,
+                                           transcribe_reference=transcribe_reference))
+    return [*metrics, MelMetric(), StftMetric(stft_resolutions)]
 
 
 class _Mean:
@@ -74,6 +226,7 @@ def evaluate_songs(
     transcribe_reference: bool = True,
     stft_resolutions: Sequence[tuple[int, int, int]] | None = None,
     sample_rate: int = DEFAULT_FEATURES.sample_rate,
+    metrics: Sequence[SongMetric] | None = None,
 ) -> dict[str, float]:
     """Computes the evaluation columns over ``songs`` (see the module docstring).
 
@@ -84,15 +237,16 @@ def evaluate_songs(
       transcribe_reference: also transcribe the real audio for the "GT" ceiling rows.
       stft_resolutions: MR-STFT (fft, hop, window) triples; None for the vocoder's default.
       sample_rate: rate of all audio.
+      metrics: the metrics to compute instead of ``default_metrics`` of the arguments above.
 
     Returns:
       A flat dict of floats; rows whose inputs were never given are absent.
     """
+    if metrics is None:
+        metrics = default_metrics(embedders=embedders, transcriber=transcriber,
+                                  transcribe_reference=transcribe_reference,
+                                  stft_resolutions=stft_resolutions, sample_rate=sample_rate)
     means = _Mean()
-    gaussians: dict[str, tuple[frechet.StreamingGaussian, frechet.StreamingGaussian]] = {
-        e.name: (frechet.StreamingGaussian(e.dim), frechet.StreamingGaussian(e.dim))
-        for e in embedders
-    }
     total = len(songs) if isinstance(songs, Sequence) else None
     start = last_log = time.monotonic()
     count = 0
@@ -100,32 +254,8 @@ def evaluate_songs(
         reference = np.asarray(song.reference_audio, np.float32)
         # Drop the generated tail beyond the real audio (§11.9).
         predicted = np.asarray(song.predicted_audio, np.float32)[: len(reference)]
-        values: dict[str, float] = {}
-        for embedder in embedders:
-            target_frames = embedder.embed(reference, sample_rate)
-            predicted_frames = embedder.embed(predicted, sample_rate)
-            values[f"{embedder.name}_distance"] = frechet.mean_frame_distance(
-                target_frames, predicted_frames
-            )
-            gaussians[embedder.name][0].update(target_frames)
-            gaussians[embedder.name][1].update(predicted_frames)
-        if transcriber is not None and song.reference_notes is not None:
-            sources = {"Model": predicted}
-            if transcribe_reference:
-                sources["GT"] = reference
-            # Both rows score against the notes of the real audio's time span (§11.9).
-            end_seconds = len(reference) / sample_rate
-            for prefix, audio in sources.items():
-                values.update(transcription.song_transcription_scores(
-                    transcriber, song.reference_notes, audio, prefix=prefix,
-                    sample_rate=sample_rate, end_seconds=end_seconds,
-                ))
-        if song.predicted_mel is not None and song.reference_mel is not None:
-            values.update(spectral_metrics.mel_distances(song.predicted_mel, song.reference_mel))
-        values["mr_stft"] = spectral_metrics.multi_resolution_stft(
-            predicted, reference, stft_resolutions
-        )
-        means.add(values)
+        for metric in metrics:
+            means.add(metric.update(song, predicted, reference))
         count += 1
         now = time.monotonic()
         if now - last_log > _LOG_EVERY_SECONDS or count == total:
@@ -137,10 +267,8 @@ def evaluate_songs(
     if count == 0:
         raise ValueError("evaluate_songs got no songs")
     results = means.result()
-    for name, (target_gaussian, predicted_gaussian) in gaussians.items():
-        results[f"{name}_frechet"] = frechet.gaussian_frechet_distance(
-            target_gaussian, predicted_gaussian
-        )
+    for metric in metrics:
+        results.update(metric.result())
     results["examples_count"] = float(count)
     return results
 

@@ -16,26 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-# Transcription column: onset + offset F1, the program-agnostic analogue of the paper's
-# "Onset + offset + program F1" (evaluation/transcription.py explains the difference).
-F1_KEY = "onset + offset F1"
-
-
-def table_columns(embedders: Sequence[str]) -> list[tuple[str, str, int]]:
-    """(header, metric key, decimals) of the table's columns."""
-    columns = []
-    for spec in embedders:
-        name = spec.partition("=")[0]
-        columns.append((f"{name} dist.", f"{name}_distance", 3))
-        columns.append((f"{name} FD", f"{name}_frechet", 3))
-    columns += [
-        ("F1 Model", f"Model {F1_KEY}", 3),
-        ("F1 GT", f"GT {F1_KEY}", 3),
-        ("mel L1", "mel_l1", 3),
-        ("MR-STFT", "mr_stft", 3),
-        ("pred s / audio s", "prediction_seconds_per_audio_second", 3),
-    ]
-    return columns
+from music_spectrogram_diffusion.evaluation.metrics import Column, table_columns
 
 
 def _cell(value: Any, decimals: int) -> str:
@@ -46,14 +27,13 @@ def _cell(value: Any, decimals: int) -> str:
     return f"{round(value, decimals) + 0.0:.{decimals}f}"
 
 
-def format_table(rows: Sequence[dict[str, Any]], embedders: Sequence[str],
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column],
                  footnotes: Sequence[str] = ()) -> str:
     """A markdown table of ``rows`` (dicts as written under rows/), then numbered footnotes."""
-    columns = table_columns(embedders)
-    header = ["Row"] + [c[0] for c in columns]
+    header = ["Row"] + [c.header for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["label"]] + [_cell(row["metrics"].get(key), d) for _, key, d in columns]
+        cells = [row["label"]] + [_cell(row["metrics"].get(c.key), c.decimals) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     if footnotes:
         lines.append("")
@@ -86,9 +66,15 @@ def standard_footnotes(config: Any, songs: Sequence[Any]) -> list[str]:
     ]
 
 
+_BASELINE_STYLES = [dict(color=c, linestyle=ls) for ls in ("--", ":")
+                    for c in ("black", "tab:gray", "tab:brown", "tab:olive")]
+
+
 def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[str, str]],
                          path: str) -> str | None:
-    """One panel per metric: a line per model over checkpoint steps, baselines dashed."""
+    """One panel per metric: a line per model over checkpoint steps, baselines dashed; one
+    legend for the figure names every model and baseline."""
+    from music_spectrogram_diffusion.file_io import write_file_atomic
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -111,42 +97,41 @@ def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[st
                             if key in r["metrics"])
             if points:
                 ax.plot(*zip(*points), marker="o", label=label)
-        for row in rows:
-            if row["kind"] != "model" and key in row["metrics"]:
-                ax.axhline(row["metrics"][key], linestyle="--", linewidth=1, color="gray")
-                ax.annotate(row["label"], (0, row["metrics"][key]), fontsize=6,
-                            xycoords=("axes fraction", "data"), color="gray")
+        baselines = [row for row in rows if row["kind"] != "model" and key in row["metrics"]]
+        for row, style in zip(baselines, _BASELINE_STYLES * len(baselines)):
+            ax.axhline(row["metrics"][key], linewidth=1.2, label=row["label"], **style)
         ax.set_title(title)
         ax.set_xlabel("checkpoint step")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
+               frameon=False)
+    fig.suptitle("Metrics of each checkpoint (lines: models; dashed: baselines)")
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) // 4), 1, 0.95))
+    write_file_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 def write_report(out_dir: str, rows: Sequence[dict[str, Any]], *, config: Any,
                  songs: Sequence[Any], footnotes: Sequence[str] = ()) -> dict[str, str]:
     """Writes results.json, results.md and metrics_vs_step.png; returns their paths."""
-    from music_spectrogram_diffusion.file_io import write_json_atomic
+    from music_spectrogram_diffusion.file_io import write_file_atomic, write_json_atomic
 
     notes = [*footnotes, *standard_footnotes(config, songs)]
-    table = format_table(rows, config.embedders, notes)
+    columns = table_columns(config.embedders, transcribe=config.transcribe)
+    table = format_table(rows, columns, notes)
     paths = {"json": os.path.join(out_dir, "results.json"),
              "markdown": os.path.join(out_dir, "results.md")}
     config_json = dataclasses.asdict(config)
     write_json_atomic(paths["json"], {"config": config_json, "songs": [s.id for s in songs],
                                       "rows": list(rows), "table": table})
-    tmp = paths["markdown"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("# Evaluation results\n\n" + table)
-    os.replace(tmp, paths["markdown"])
-    plot_keys = [(header, key) for header, key, _ in table_columns(config.embedders)
-                 if key != f"GT {F1_KEY}"]
+    write_file_atomic(paths["markdown"], lambda f: f.write("# Evaluation results\n\n" + table),
+                      mode="w")
+    plot_keys = [(c.header, c.key) for c in columns if c.plot]
     plot = plot_metrics_vs_step(rows, plot_keys, os.path.join(out_dir, "metrics_vs_step.png"))
     if plot:
         paths["plot"] = plot

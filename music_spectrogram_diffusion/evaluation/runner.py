@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from music_spectrogram_diffusion.audio.vocoders.base import Vocoder
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.evaluation import metrics as metrics_lib
 from music_spectrogram_diffusion.evaluation.embedders import Embedder
@@ -193,26 +194,36 @@ def row_fingerprint(row: RowSpec, config_fingerprint: str) -> str:
 
 
 def vocoder_label(spec: str) -> str:
+    """'griffin-lim', or a vocoder directory's name with its kind: 'vocoder (vocos)'."""
+    from music_spectrogram_diffusion.audio.vocoders import checkpoints as vocoder_checkpoints
     from music_spectrogram_diffusion.audio.vocoders.base import GRIFFIN_LIM
 
-    return spec if spec == GRIFFIN_LIM else os.path.basename(os.path.normpath(spec))
+    if spec == GRIFFIN_LIM:
+        return spec
+    name = os.path.basename(os.path.normpath(spec))
+    try:
+        kind = vocoder_checkpoints.read_vocoder_config(spec)["generator_kind"]
+    except vocoder_checkpoints.VocoderCheckpointError:
+        return name
+    return f"{name} ({kind})"
 
 
-def vocode_reference(vocoder: Any, log_mel: np.ndarray, features: FeatureConfig) -> np.ndarray:
+def vocode_reference(vocoder: Vocoder, log_mel: np.ndarray, features: FeatureConfig) -> np.ndarray:
     """The ground-truth log-mel through a vocoder, 256 frames at a time (one compile)."""
     from music_spectrogram_diffusion.audio.vocoders.evaluation import vocode_in_segments
 
     return vocode_in_segments(vocoder, log_mel, features.segment_frames)
 
 
-def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Any,
+def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Vocoder,
                  config: EvalConfig, features: FeatureConfig, timing: dict[str, float],
                  show_progress: bool) -> Iterator[metrics_lib.SongEvaluation]:
     """Synthesizes every reference song with one checkpoint (see the module docstring)."""
     from music_spectrogram_diffusion.inference import loading, synthesis
 
-    loaded = loading.load_trained_model(
-        os.path.join(row.model_dir, f"checkpoint_{row.step}"), features=features)
+    from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
+
+    loaded = loading.load_trained_model(ckpt_lib.checkpoint_path(row.model_dir, row.step))
     synthesizer = synthesis.Synthesizer(
         loaded.model, loaded.params, vocoder, features=features,
         config=synthesis.SynthesisConfig(sampler=config.sampler, seed=config.seed))
@@ -237,7 +248,7 @@ def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Any,
             reference_mel=reference.log_mel, song_id=reference.song.id)
 
 
-def _baseline_songs(row: RowSpec, references: Sequence[Reference], vocoders: dict[str, Any],
+def _baseline_songs(row: RowSpec, references: Sequence[Reference], vocoders: dict[str, Vocoder],
                     features: FeatureConfig
                     ) -> Iterator[metrics_lib.SongEvaluation]:
     from music_spectrogram_diffusion.audio import spectrograms
@@ -270,7 +281,7 @@ def _save_examples(out_dir: str, row: RowSpec, song: metrics_lib.SongEvaluation,
     return base + ".png"
 
 
-def _evaluate_row(row: RowSpec, references: Sequence[Reference], vocoders: dict[str, Any],
+def _evaluate_row(row: RowSpec, references: Sequence[Reference], vocoders: dict[str, Vocoder],
                   embedders: Sequence[Embedder], transcriber: CachedTranscriber | None,
                   config: EvalConfig, out_dir: str, features: FeatureConfig,
                   show_progress: bool) -> dict[str, Any]:

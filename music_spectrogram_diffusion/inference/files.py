@@ -18,11 +18,11 @@ import dataclasses
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.audio import audio_io
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 from music_spectrogram_diffusion.inference.synthesis import (
@@ -144,19 +144,12 @@ def spectrogram_png(
     return buffer.getvalue()
 
 
-def _temp_path(path: str) -> str:
-    fd, temp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    return temp
-
-
 def write_outputs(result: SynthesisResult, paths: OutputPaths, *, save_mel: bool = False,
                   plot: bool = False) -> tuple[str, ...]:
     """Writes the WAV (and the .npy / .png) of one result; all or nothing.
 
-    Every file is written to a temporary name first; the renames happen only once all are
-    complete. On any error the temporaries, and outputs already renamed, are removed.
+    Every file is written to a temporary name first (``file_io.atomic_file_set``); the renames
+    happen only once all are complete. On any error nothing of this result is left behind.
 
     Raises:
       SynthesisError: the audio is not finite (a diverged model).
@@ -165,37 +158,25 @@ def write_outputs(result: SynthesisResult, paths: OutputPaths, *, save_mel: bool
     if not np.all(np.isfinite(result.audio)):
         raise SynthesisError(f"{paths.midi}: the model produced non-finite audio (NaN or inf); "
                              "nothing written")
-    os.makedirs(os.path.dirname(os.path.abspath(paths.wav)), exist_ok=True)
+    outputs = [paths.wav] + ([paths.mel] if save_mel else []) + ([paths.png] if plot else [])
     temps: dict[str, str] = {}
-    renamed: list[str] = []
     try:
-        temps[paths.wav] = _temp_path(paths.wav)
-        audio_io.write_wav(temps[paths.wav], result.audio, result.sample_rate)
-        if save_mel:
-            temps[paths.mel] = _temp_path(paths.mel)
-            with open(temps[paths.mel], "wb") as f:
-                np.save(f, result.log_mel.astype(np.float32))
-        if plot:
-            temps[paths.png] = _temp_path(paths.png)
-            title = f"{os.path.basename(paths.midi)}: {result.audio_seconds:.1f} s"
-            with open(temps[paths.png], "wb") as f:
-                f.write(spectrogram_png(result.log_mel, title=title))
-        for final, temp in temps.items():
-            os.chmod(temp, 0o644)  # mkstemp makes 0o600 files
-            os.replace(temp, final)
-            renamed.append(final)
+        with file_io.atomic_file_set() as temp_for:
+            temps = {final: temp_for(final) for final in outputs}
+            audio_io.write_wav(temps[paths.wav], result.audio, result.sample_rate)
+            if save_mel:
+                with open(temps[paths.mel], "wb") as f:
+                    np.save(f, result.log_mel.astype(np.float32))
+            if plot:
+                title = f"{os.path.basename(paths.midi)}: {result.audio_seconds:.1f} s"
+                with open(temps[paths.png], "wb") as f:
+                    f.write(spectrogram_png(result.log_mel, title=title))
     except OSError as e:
-        for final in renamed:  # a later rename failed: take back the outputs already moved
-            os.remove(final)
         # Name the output the user asked for, not its temporary file.
         finals = {temp: final for final, temp in temps.items()}
         name = finals.get(e.filename) or paths.wav
         raise audio_io.AudioError(f"{name}: cannot write output ({e.strerror or e})") from e
-    finally:
-        for temp in temps.values():
-            if os.path.exists(temp):
-                os.remove(temp)
-    return tuple(temps)
+    return tuple(outputs)
 
 
 def synthesize_files(
@@ -235,7 +216,7 @@ def synthesize_files(
     # Read and tokenize everything before loading the model: a bad file fails in seconds.
     prepared = [prepare_midi(plan.midi, config=config, features=features) for plan in plans]
     vocoder_object = load_vocoder(vocoder, features=features)
-    loaded = load_trained_model(checkpoint, features=features)
+    loaded = load_trained_model(checkpoint)
     synthesizer = Synthesizer(loaded.model, loaded.params, vocoder_object, config=config,
                               features=features)
     reports = []

@@ -1,44 +1,38 @@
-"""Loading a trained spectrogram model for inference: MODEL_DIR/config.gin + one checkpoint.
+"""Loading a trained spectrogram model for inference: MODEL_DIR/model.json + one checkpoint.
 
-A training run leaves (see ``training/checkpoints.py``)::
+A training run (or ``msd-import-weights``) leaves (see ``training/checkpoints.py``)::
 
-  MODEL_DIR/config.gin              the operative gin config; defines the MODEL macro
+  MODEL_DIR/model.json              the model's configuration (``models/registry.py``)
+  MODEL_DIR/config.gin              the operative gin config (for people; not read here)
   MODEL_DIR/checkpoint_<step>/      orbax composite: state = TrainState(step, params, opt_state)
 
-``load_trained_model`` parses ``config.gin`` with gin itself (no string patching of the saved
-config; the original rewrote ``import __main__ as train_script``, spec §7), builds ``%MODEL``,
-and restores only the parameters, in float32. The optimizer state is never read, so loading a
-model trained with Adam costs one copy of the parameters, not three. The checkpoint's parameter
-tree is checked against the model the config builds before anything is restored, so a config
-and a checkpoint from different runs give one clear error instead of an orbax traceback.
-
-gin's global configuration is saved before parsing and restored afterwards, so loading a model
-from inside a gin-configured program (an evaluation job, a notebook) leaves its config intact.
+``load_trained_model`` rebuilds the model from ``model.json`` through the kind table, with no
+gin on this path, and restores only the parameters, in float32. The optimizer state is never
+read, so loading a model trained with Adam costs one copy of the parameters, not three. The
+checkpoint's parameter tree is checked against the model before anything is restored, so a
+configuration and a checkpoint from different runs give one clear error instead of an orbax
+traceback. A run written before model.json existed (config.gin only) is converted once
+(``gin_config.legacy_model_json``, in a separate process) and its model.json written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import logging
 import os
-import re
-from typing import Any, Iterator
 
 import jax
 import numpy as np
 
-from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
+from music_spectrogram_diffusion import gin_config
+from music_spectrogram_diffusion.models import registry
+from music_spectrogram_diffusion.models.contract import Params, SpectrogramModel, example_batch
 from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.gin"
-MODEL_MACRO = "MODEL"
-_CHECKPOINT_DIR_RE = re.compile(r"^checkpoint_(\d+)$")
-# Orbax item names of a training checkpoint (training/checkpoints.py).
-_STATE_ITEM, _METADATA_ITEM = "state", "metadata"
+VOCODER_CONFIG_NAME = "vocoder_config.json"  # audio/vocoders/checkpoints.py
 
 
 class CheckpointLoadError(RuntimeError):
@@ -50,16 +44,16 @@ class LoadedModel:
     """A model object and its trained parameters.
 
     Attributes:
-      model: what ``%MODEL`` in config.gin builds (DiffusionModel, AutoregressiveModel, ...).
+      model: the model model.json describes (DiffusionModel, AutoregressiveModel).
       params: the model's parameter pytree (plain float32 arrays on the default device), ready
         for ``model.predict(params, batch, rng, ...)``.
       step: the training step of the checkpoint.
-      model_dir: the training run's directory (holds config.gin).
+      model_dir: the training run's directory (holds model.json).
       checkpoint_dir: the checkpoint_<step> directory the parameters came from.
     """
 
-    model: Any
-    params: Any
+    model: SpectrogramModel
+    params: Params
     step: int
     model_dir: str
     checkpoint_dir: str
@@ -82,9 +76,9 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, str, int]:
         raise CheckpointLoadError(
             f"{path}: is a file; pass a training MODEL_DIR or one of its checkpoint_<step> "
             "directories")
-    match = _CHECKPOINT_DIR_RE.match(os.path.basename(path))
-    if match:
-        model_dir, step = os.path.dirname(path), int(match.group(1))
+    step = ckpt_lib.checkpoint_step(path)
+    if step is not None:
+        model_dir = os.path.dirname(path)
         if step not in ckpt_lib.list_checkpoints(model_dir):
             raise CheckpointLoadError(
                 f"{path}: incomplete checkpoint (the write never finished); complete ones in "
@@ -92,9 +86,13 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, str, int]:
         return model_dir, path, step
     steps = ckpt_lib.list_checkpoints(path)
     if not steps:
+        if os.path.isfile(os.path.join(path, VOCODER_CONFIG_NAME)):
+            raise CheckpointLoadError(
+                f"{path}: is a trained vocoder, not a spectrogram model; pass it as the vocoder "
+                "(msd-synthesize --vocoder)")
         raise CheckpointLoadError(
             f"{path}: no checkpoint here (expected checkpoint_<step> directories written by "
-            "msd-train)")
+            "msd-train or msd-import-weights)")
     return path, ckpt_lib.checkpoint_path(path, steps[-1]), steps[-1]
 
 
@@ -103,62 +101,39 @@ def _describe_steps(model_dir: str) -> str:
     return ", ".join(f"checkpoint_{s}" for s in steps) if steps else "none"
 
 
-@contextlib.contextmanager
-def _isolated_gin_config() -> Iterator[None]:
-    """Runs the body on an empty gin config, then puts the caller's config back.
-
-    gin keeps one process-wide config and has no public save/restore; these are the module
-    attributes ``gin.clear_config`` resets (gin-config 0.5).
-    """
-    import gin
-    from gin import config as gin_config
-
-    saved_config = {key: dict(bindings) for key, bindings in gin_config._CONFIG.items()}
-    saved = {name: copy.copy(getattr(gin_config, name))
-             for name in ("_IMPORTS", "_OPERATIVE_CONFIG", "_SINGLETONS")}
-    locked = gin_config._CONFIG_IS_LOCKED
-    gin.clear_config()
-    try:
-        yield
-    finally:
-        gin.clear_config()  # clears in place, so the module's objects are refilled below
-        gin_config._CONFIG.update(saved_config)
-        for name, value in saved.items():
-            getattr(gin_config, name).update(value)
-        gin_config._set_config_is_locked(locked)
-
-
-def build_model_from_config(config_path: str) -> Any:
-    """Parses a saved gin config and returns what its ``MODEL`` macro builds.
+def load_model_config(model_dir: str) -> SpectrogramModel:
+    """The model object of a run: model.json, or (older runs) its converted config.gin.
 
     Raises:
-      CheckpointLoadError: the file is missing, does not parse (e.g. it names a module or
-        binding this version of the code does not have), or defines no MODEL.
+      CheckpointLoadError: neither file, or one that does not describe a valid model.
     """
-    import gin
-
+    json_path = registry.model_config_path(model_dir)
+    if os.path.isfile(json_path):
+        try:
+            return registry.read_model_config(model_dir)
+        except registry.ModelConfigError as e:
+            raise CheckpointLoadError(str(e)) from e
+    if os.path.isfile(os.path.join(model_dir, VOCODER_CONFIG_NAME)):
+        raise CheckpointLoadError(
+            f"{model_dir}: is a trained vocoder, not a spectrogram model; pass it as the vocoder "
+            "(msd-synthesize --vocoder)")
+    config_path = os.path.join(model_dir, CONFIG_NAME)
     if not os.path.isfile(config_path):
         raise CheckpointLoadError(
-            f"{config_path}: missing; a training run writes its gin config there, and it is "
-            "needed to rebuild the model")
-    with _isolated_gin_config():
-        try:
-            gin.parse_config_file(config_path)
-        except Exception as e:  # gin raises ValueError, ImportError, KeyError, SyntaxError...
-            raise CheckpointLoadError(
-                f"{config_path}: cannot be parsed ({type(e).__name__}: {_first_line(e)})") from e
-        try:
-            reference = gin.query_parameter(f"%{MODEL_MACRO}")
-        except ValueError as e:
-            raise CheckpointLoadError(
-                f"{config_path}: defines no {MODEL_MACRO} macro (include a gin/models/*.gin file "
-                "when training)") from e
-        try:
-            return reference.scoped_configurable_fn()
-        except Exception as e:  # a config's __post_init__ rejecting a value, a bad binding
-            raise CheckpointLoadError(
-                f"{config_path}: building {MODEL_MACRO} failed ({type(e).__name__}: "
-                f"{_first_line(e)})") from e
+            f"{json_path}: missing (and no {CONFIG_NAME} to convert); msd-train and "
+            "msd-import-weights write it, and it is needed to rebuild the model")
+    logger.info("%s: no %s; converting %s (a run from before model.json)", model_dir,
+                registry.MODEL_CONFIG_NAME, CONFIG_NAME)
+    try:
+        payload = gin_config.legacy_model_json(config_path)
+        model = registry.model_from_json(payload, source=config_path)
+    except (gin_config.GinConfigError, registry.ModelConfigError) as e:
+        raise CheckpointLoadError(str(e)) from e
+    try:
+        registry.write_model_config(model_dir, model)
+    except OSError as e:  # a read-only run directory still loads, converted each time
+        logger.warning("%s: could not write %s (%s)", model_dir, registry.MODEL_CONFIG_NAME, e)
+    return model
 
 
 def _others_hint(checkpoint_dir: str) -> str:
@@ -175,37 +150,20 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-def example_batch(model: Any, features: FeatureConfig = DEFAULT_FEATURES
-                  ) -> dict[str, np.ndarray]:
-    """An all-zero batch of one example with the shapes ``model`` was built for."""
-    network = getattr(model, "network_config", None)
-    tokens = getattr(network, "note_tokens_length", features.max_note_tokens)
-    frames = getattr(network, "target_frames", features.segment_frames)
-    context = getattr(network, "context_frames", features.context_frames)
-    mels = getattr(network, "num_mels", features.num_mels)
-    return {
-        "note_tokens": np.zeros((1, tokens), np.int32),
-        "target_frames": np.zeros((1, frames, mels), np.float32),
-        "target_mask": np.zeros((1, frames), np.float32),
-        "context_frames": np.zeros((1, context, mels), np.float32),
-        "context_mask": np.zeros((1, context), np.float32),
-    }
-
-
-def abstract_params(model: Any, features: FeatureConfig = DEFAULT_FEATURES) -> Any:
+def abstract_params(model: SpectrogramModel) -> Params:
     """float32 ShapeDtypeStructs of the model's (unboxed) parameters, computed without FLOPs."""
     import flax.linen as nn
 
-    boxed = jax.eval_shape(model.init, jax.random.key(0), example_batch(model, features))
+    boxed = jax.eval_shape(model.init, jax.random.key(0), example_batch(model.network_config))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), nn.unbox(boxed))
 
 
-def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+def _flat_shapes(tree: Params) -> dict[str, tuple[int, ...]]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def _check_tree_matches(expected: Any, stored: Any, checkpoint_dir: str, config_path: str
+def _check_tree_matches(expected: Params, stored: Params, checkpoint_dir: str, config_path: str
                         ) -> None:
     want, have = _flat_shapes(expected), _flat_shapes(stored)
     problems = [f"{k}: missing from the checkpoint" for k in sorted(set(want) - set(have))]
@@ -217,19 +175,19 @@ def _check_tree_matches(expected: Any, stored: Any, checkpoint_dir: str, config_
         shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)"
                                             if len(problems) > 5 else "")
         raise CheckpointLoadError(
-            f"{checkpoint_dir}: parameters do not match the model built from {config_path} "
+            f"{checkpoint_dir}: parameters do not match the model described by {config_path} "
             f"({shown})")
 
 
 def _checkpointer():
     import orbax.checkpoint as ocp
 
-    handlers = {_STATE_ITEM: ocp.PyTreeCheckpointHandler(),
-                _METADATA_ITEM: ocp.JsonCheckpointHandler()}
+    handlers = {ckpt_lib.STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+                ckpt_lib.METADATA_ITEM: ocp.JsonCheckpointHandler()}
     return ocp.Checkpointer(ocp.CompositeCheckpointHandler(**handlers))
 
 
-def restore_params(checkpoint_dir: str, expected: Any) -> Any:
+def restore_params(checkpoint_dir: str, expected: Params) -> Params:
     """Reads only ``state.params`` of a training checkpoint as float32 numpy arrays.
 
     Args:
@@ -244,18 +202,18 @@ def restore_params(checkpoint_dir: str, expected: Any) -> Any:
 
     checkpointer = _checkpointer()
     try:
-        metadata = checkpointer.metadata(checkpoint_dir).item_metadata[_STATE_ITEM]
+        metadata = checkpointer.metadata(checkpoint_dir).item_metadata[ckpt_lib.STATE_ITEM]
         stored = metadata.tree["params"]
     except Exception as e:  # orbax/tensorstore raise many types for damaged or foreign dirs
         raise CheckpointLoadError(
             f"{checkpoint_dir}: unreadable checkpoint, or not one written by msd-train "
             f"({type(e).__name__}: {_first_line(e)}){_others_hint(checkpoint_dir)}") from e
-    config_path = os.path.join(os.path.dirname(checkpoint_dir), CONFIG_NAME)
+    config_path = registry.model_config_path(os.path.dirname(checkpoint_dir))
     _check_tree_matches(expected, stored, checkpoint_dir, config_path)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), expected)
     try:
         restored = checkpointer.restore(checkpoint_dir, args=ocp.args.Composite(**{
-            _STATE_ITEM: ocp.args.PyTreeRestore(
+            ckpt_lib.STATE_ITEM: ocp.args.PyTreeRestore(
                 item={"params": expected}, restore_args={"params": restore_args},
                 partial_restore=True),
         }))
@@ -263,33 +221,30 @@ def restore_params(checkpoint_dir: str, expected: Any) -> Any:
         raise CheckpointLoadError(
             f"{checkpoint_dir}: unreadable checkpoint ({type(e).__name__}: {_first_line(e)})"
             f"{_others_hint(checkpoint_dir)}") from e
-    params = restored[_STATE_ITEM]["params"]
+    params = restored[ckpt_lib.STATE_ITEM]["params"]
     return jax.tree.map(lambda x: np.asarray(x, np.float32), params)
 
 
-def load_trained_model(
-    checkpoint: str | os.PathLike, *, features: FeatureConfig = DEFAULT_FEATURES
-) -> LoadedModel:
+def load_trained_model(checkpoint: str | os.PathLike) -> LoadedModel:
     """Builds the model of a training run and restores its parameters (float32).
 
     Args:
       checkpoint: a training MODEL_DIR (its newest complete checkpoint is used) or one
         MODEL_DIR/checkpoint_<step> directory.
-      features: the representation the model works in (shapes of the example batch).
 
     Raises:
       CheckpointLoadError: one message naming the path for a missing directory, a missing or
-        unparsable config.gin, no (complete) checkpoint, an unreadable checkpoint, or
+        invalid model.json, no (complete) checkpoint, an unreadable checkpoint, or
         parameters that do not fit the configured model.
     """
     model_dir, checkpoint_dir, step = resolve_checkpoint(checkpoint)
-    model = build_model_from_config(os.path.join(model_dir, CONFIG_NAME))
+    model = load_model_config(model_dir)
     try:
-        expected = abstract_params(model, features)
+        expected = abstract_params(model)
     except Exception as e:
         raise CheckpointLoadError(
-            f"{os.path.join(model_dir, CONFIG_NAME)}: the model it builds cannot be initialised "
-            f"({type(e).__name__}: {_first_line(e)})") from e
+            f"{registry.model_config_path(model_dir)}: the model it describes cannot be "
+            f"initialised ({type(e).__name__}: {_first_line(e)})") from e
     params = jax.device_put(restore_params(checkpoint_dir, expected))
     logger.info("Loaded %s (step %d) from %s", type(model).__name__, step, checkpoint_dir)
     return LoadedModel(model=model, params=params, step=step, model_dir=model_dir,

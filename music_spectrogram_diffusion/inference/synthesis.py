@@ -14,9 +14,9 @@ Differences from the original, on purpose:
   * MIDI files longer than ``max_midi_seconds`` and segments with too many notes are handled
     up front (refused, or truncated with a warning) instead of crashing mid-song (§11.6).
 
-``Synthesizer`` keeps one model's compiled functions across files: the diffusion model's
-``predict`` is jitted per (sampler, note-token bucket), the autoregressive model's is jitted
-here once; the vocoder compiles once per song length in segments.
+``Synthesizer`` keeps one model's compiled functions across files: every model's ``predict`` is
+jitted by the model itself (the diffusion model per sampler and note-token bucket); the vocoder
+compiles once per song length in segments.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np
@@ -35,11 +35,12 @@ from music_spectrogram_diffusion.data import midi_io, note_sequences, tokenizer
 from music_spectrogram_diffusion.data.vocabularies import DEFAULT_VOCABULARY, VocabularyConfig
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
-from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel, segment_rng
+from music_spectrogram_diffusion.models.contract import Params, SpectrogramModel, make_batch
+from music_spectrogram_diffusion.models.diffusion_model import segment_rng
 
 logger = logging.getLogger(__name__)
 
-PredictFn = Callable[[Any, dict, jax.Array], jax.Array]  # (params, batch, rng) -> [B, T, mels]
+PredictFn = Callable[[Params, dict, jax.Array], jax.Array]  # (params, batch, rng) -> [B, T, mels]
 ProgressFn = Callable[[int, float], None]  # (segment index, wall seconds of that segment)
 
 
@@ -164,31 +165,22 @@ def prepare_midi(
     return PreparedMidi(label, midi_seconds, total_seconds, tuple(segments))
 
 
-def make_predict_fn(model: Any, config: SynthesisConfig) -> PredictFn:
-    """``predict(params, batch, rng)`` for one model and sampling config, compiled once.
+def make_predict_fn(model: SpectrogramModel, config: SynthesisConfig) -> PredictFn:
+    """``predict(params, batch, rng)`` for one model and sampling config.
 
-    The diffusion model jits its own sampling loop (after cutting padded note tokens to a
-    bucket, which needs concrete arrays); any other model (the autoregressive baseline) is
-    jitted here, so its frame-by-frame scan is not retraced for every segment.
+    Every model accepts the sampler (the autoregressive baseline ignores it) and jits its own
+    prediction, so the compiled program is reused across segments and files.
     """
-    if isinstance(model, DiffusionModel):
-        return lambda params, batch, rng: model.predict(params, batch, rng,
-                                                        sampler=config.sampler)
-    if config.sampler != SamplerConfig():
-        logger.info("%s decodes deterministically; the sampler settings are not used",
-                    type(model).__name__)
-    return jax.jit(model.predict)
+    return lambda params, batch, rng: model.predict(params, batch, rng, sampler=config.sampler)
 
 
-def _check_model_features(model: Any, features: FeatureConfig) -> None:
-    network = getattr(model, "network_config", None)
-    if network is None:
-        return
+def _check_model_features(model: SpectrogramModel, features: FeatureConfig) -> None:
+    network = model.network_config
     expected = {"target_frames": features.segment_frames, "num_mels": features.num_mels,
                 "context_frames": features.context_frames,
                 "note_tokens_length": features.max_note_tokens}
     wrong = {k: (getattr(network, k), v) for k, v in expected.items()
-             if getattr(network, k, v) != v}
+             if getattr(network, k) != v}
     if wrong:
         raise SynthesisError(
             f"the model was built for other features than synthesis uses; (model, features) = "
@@ -209,8 +201,8 @@ class Synthesizer:
 
     def __init__(
         self,
-        model: Any,
-        params: Any,
+        model: SpectrogramModel,
+        params: Params,
         vocoder: Vocoder,
         *,
         config: SynthesisConfig = SynthesisConfig(),
@@ -244,14 +236,9 @@ class Synthesizer:
         context_mask: np.ndarray,  # [1, context_frames]
     ) -> dict[str, np.ndarray]:
         """The model batch (one example) of one segment."""
-        f = self.features
-        return {
-            "note_tokens": tokenizer.pad_tokens(segment.tokens, f.max_note_tokens)[None],
-            "target_frames": np.zeros((1, f.segment_frames, f.num_mels), np.float32),
-            "target_mask": np.ones((1, f.segment_frames), np.float32),
-            "context_frames": context_frames,
-            "context_mask": context_mask,
-        }
+        tokens = tokenizer.pad_tokens(segment.tokens, self.features.max_note_tokens)[None]
+        return make_batch(tokens, network_config=self.model.network_config,
+                          context_frames=context_frames, context_mask=context_mask)
 
     def predict_segments(
         self,
@@ -324,8 +311,8 @@ class Synthesizer:
 
 def synthesize(
     midi: str | bytes,
-    model: Any,
-    params: Any,
+    model: SpectrogramModel,
+    params: Params,
     vocoder: Vocoder,
     *,
     config: SynthesisConfig = SynthesisConfig(),

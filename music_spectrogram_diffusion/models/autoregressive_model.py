@@ -10,17 +10,16 @@ Segments are generated independently: the model has no context encoder.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.models.config import T5Config
+from music_spectrogram_diffusion.models.contract import Array, Batch, Metrics, Params
 from music_spectrogram_diffusion.models.networks import AutoregressiveTransformer
-
-Array = jax.Array
-Batch = dict[str, Array]
-Params = Any
 
 
 def shift_frames_right(frames: Array) -> Array:
@@ -30,7 +29,7 @@ def shift_frames_right(frames: Array) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class AutoregressiveModel:
-    """Model contract (init / loss_fn / predict) around ``AutoregressiveTransformer``.
+    """``AutoregressiveTransformer`` behind the model contract (``models.contract.SpectrogramModel``).
 
     Batch keys read: ``note_tokens`` int32 [B, L], ``target_frames`` float32 [B, T, mels]
     (unscaled log-mel), ``target_mask`` float32 [B, T]. Context keys are ignored.
@@ -51,6 +50,10 @@ class AutoregressiveModel:
     def network(self) -> AutoregressiveTransformer:
         return AutoregressiveTransformer(self.network_config)
 
+    @property
+    def with_context(self) -> bool:
+        return False  # Segments are generated independently (spec §4.5).
+
     def init(self, rng: Array, batch: Batch) -> Params:
         """Parameters (boxed with logical axis names) for batches shaped like ``batch``."""
         variables = self.network.init(
@@ -63,7 +66,7 @@ class AutoregressiveModel:
 
     def loss_fn(
         self, params: Params, batch: Batch, rng: Array, *, train: bool = True
-    ) -> tuple[Array, dict[str, Array]]:
+    ) -> tuple[Array, Metrics]:
         """Teacher-forced squared error on raw log-mel (spec §5.5).
 
         Differs from the original on purpose (spec §11.7): the loss is the MEAN over real frames
@@ -115,22 +118,40 @@ class AutoregressiveModel:
         shapes = jax.eval_shape(cache_of_full_pass, params, encodings, encoding_mask)
         return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
+    def encode(self, params: Params, batch: Batch) -> tuple[Array, Array]:
+        """(encodings [B, L, d], encoding mask [B, L]) of ``batch['note_tokens']``."""
+        return self.network.apply(
+            {"params": params}, batch["note_tokens"], deterministic=True, method="encode")
+
     def predict(
-        self, params: Params, batch: Batch, rng: Array, *, dither_amount: float = 0.0
+        self,
+        params: Params,
+        batch: Batch,
+        rng: Array,
+        *,
+        sampler: SamplerConfig | None = None,
+        dither_amount: float = 0.0,
     ) -> Array:
         """Decodes one segment per example, frame by frame: float32 [B, T, mels] log-mel.
+
+        Jitted once per (model, dither amount, shapes).
 
         Args:
           rng: draws the optional Gaussian dither (the original's ``sampling_dither_amount``)
             added to each predicted frame before it is fed back.
+          sampler: accepted for the model contract and ignored: decoding is not sampled.
           dither_amount: standard deviation of that dither; 0 (the original default) makes the
             prediction deterministic.
         """
+        del sampler
+        return _predict_jit(self, float(dither_amount), params, {"note_tokens": batch["note_tokens"]},
+                            rng)
+
+    def _decode_frames(self, params: Params, batch: Batch, rng: Array, dither_amount: float
+                       ) -> Array:
         cfg = self.network_config
         network = self.network
-        encodings, encoding_mask = network.apply(
-            {"params": params}, batch["note_tokens"], deterministic=True, method="encode"
-        )
+        encodings, encoding_mask = self.encode(params, batch)
         cache = self.init_cache(params, encodings, encoding_mask)
         batch_size = encodings.shape[0]
 
@@ -155,3 +176,9 @@ class AutoregressiveModel:
         first_input = jnp.zeros((batch_size, 1, cfg.num_mels), jnp.float32)
         _, frames = jax.lax.scan(step, (cache, first_input), jnp.arange(cfg.target_frames))
         return jnp.transpose(frames, (1, 0, 2))  # [T, B, mels] -> [B, T, mels]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _predict_jit(model: AutoregressiveModel, dither_amount: float, params: Params,
+                 batch: Batch, rng: Array) -> Array:
+    return model._decode_frames(params, batch, rng, dither_amount)

@@ -28,12 +28,9 @@ from music_spectrogram_diffusion.diffusion import objectives
 from music_spectrogram_diffusion.diffusion import samplers
 from music_spectrogram_diffusion.diffusion import schedules
 from music_spectrogram_diffusion.models.config import T5Config
+from music_spectrogram_diffusion.models.contract import Array, Batch, Metrics, Params
 from music_spectrogram_diffusion.models.networks import ContextTransformer
 from music_spectrogram_diffusion.models.networks import NoContextTransformer
-
-Array = jax.Array
-Batch = dict[str, Array]
-Params = Any
 
 PREDICTIONS = ("eps", "x0", "v")
 
@@ -119,7 +116,7 @@ def trim_note_tokens(note_tokens: np.ndarray | Array, bucket: int) -> np.ndarray
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionModel:
-    """Model contract (init / loss_fn / predict) for the diffusion networks.
+    """The diffusion networks behind the model contract (``models.contract.SpectrogramModel``).
 
     Batch keys read: ``note_tokens`` int32 [B, L] (0-padded), ``target_frames`` float32
     [B, T, mels] (unscaled log-mel), ``target_mask`` float32 [B, T], and with context
@@ -178,7 +175,7 @@ class DiffusionModel:
 
     def loss_fn(
         self, params: Params, batch: Batch, rng: Array, *, train: bool = True
-    ) -> tuple[Array, dict[str, Array]]:
+    ) -> tuple[Array, Metrics]:
         """The denoising loss of spec §5.3 (normalised, §11.7) and its metrics.
 
         ``train`` switches network dropout only; the diffusion objective (noise, time and CFG
@@ -229,23 +226,18 @@ class DiffusionModel:
 
     # ------------------------------------------------------------------------------- sampling
 
-    def encode(
-        self,
-        params: Params,
-        note_tokens: Array,  # int32 [B, L]
-        context_frames: Array | None = None,  # [B, C, mels] unscaled log-mel
-        context_mask: Array | None = None,  # [B, C]
-    ) -> SegmentEncoding:
-        """Runs the encoders and projects the decoder's cross-attention keys/values, once."""
+    def encode(self, params: Params, batch: Batch) -> SegmentEncoding:
+        """Runs the encoders and projects the decoder's cross-attention keys/values, once.
+
+        Reads ``note_tokens`` int32 [B, L] and, with context, ``context_frames`` [B, C, mels]
+        (unscaled log-mel) and ``context_mask`` [B, C]; other keys are ignored.
+        """
         network = self.network
         variables = {"params": params}
-        if self.with_context:
-            context_frames = spectrograms.scale_features(context_frames, clip=True)
-        else:
-            context_frames = context_mask = None
+        context_frames, context_mask = self._context(batch)
         encodings, encoding_mask = network.apply(
-            variables, note_tokens, context_frames, context_mask, deterministic=True, method="encode"
-        )
+            variables, batch["note_tokens"], context_frames, context_mask, deterministic=True,
+            method="encode")
         cross_kv = network.apply(variables, encodings, method="cross_attention_kv")
         return SegmentEncoding(cross_kv, encoding_mask)
 
@@ -315,15 +307,16 @@ class DiffusionModel:
         note_tokens = batch["note_tokens"]
         if not isinstance(note_tokens, jax.core.Tracer):  # trimming needs concrete lengths
             note_tokens = trim_note_tokens(note_tokens, self.diffusion_config.token_bucket)
-        context_frames = context_mask = None
+        conditioning = {"note_tokens": note_tokens}
         if self.with_context:
             if "context_frames" not in batch or "context_mask" not in batch:
                 raise ValueError(
                     "DiffusionModel(with_context=True).predict needs batch['context_frames'] and "
                     "batch['context_mask'] (an all-zero mask for the first segment of a song)."
                 )
-            context_frames, context_mask = batch["context_frames"], batch["context_mask"]
-        return _predict_jit(self, sampler, params, note_tokens, context_frames, context_mask, rng)
+            conditioning.update(context_frames=batch["context_frames"],
+                                context_mask=batch["context_mask"])
+        return _predict_jit(self, sampler, params, conditioning, rng)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -331,11 +324,9 @@ def _predict_jit(
     model: DiffusionModel,
     sampler: samplers.SamplerConfig,
     params: Params,
-    note_tokens: Array,
-    context_frames: Array | None,
-    context_mask: Array | None,
+    conditioning: Batch,
     rng: Array,
 ) -> Array:
-    encoding = model.encode(params, note_tokens, context_frames, context_mask)
+    encoding = model.encode(params, conditioning)
     x0 = model.sample(params, encoding, rng, sampler)
     return spectrograms.scale_to_features(x0, clip=True)

@@ -36,6 +36,7 @@ from music_spectrogram_diffusion.diffusion import samplers
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
 from music_spectrogram_diffusion.models import layers
 from music_spectrogram_diffusion.models.config import T5Config
+from music_spectrogram_diffusion.models.contract import make_batch
 from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
 from music_spectrogram_diffusion.models.diffusion_model import trim_note_tokens
 
@@ -117,14 +118,9 @@ def run_benchmark(
     tokens_full = benchmark_note_tokens(network_config.note_tokens_length)
     tokens_trimmed = trim_note_tokens(tokens_full, model.diffusion_config.token_bucket)
     frames_shape = (1, network_config.context_frames, network_config.num_mels)
-    batch = {
-        "note_tokens": tokens_full,
-        "target_frames": np.zeros((1, network_config.target_frames, network_config.num_mels), np.float32),
-        "target_mask": np.ones((1, network_config.target_frames), np.float32),
-        # A later segment: a full previous segment as context (mask all ones).
-        "context_frames": np.full(frames_shape, DEFAULT_FEATURES.min_log_mel, np.float32),
-        "context_mask": np.ones(frames_shape[:2], np.float32),
-    }
+    # A later segment: a full previous segment as context (mask all ones).
+    batch = make_batch(tokens_full, network_config=network_config,
+                       context_frames=np.full(frames_shape, DEFAULT_FEATURES.min_log_mel, np.float32))
     log(f"[{size}] initialising random weights")
     probe_before = matmul_probe_gflops()
     params = jax.jit(model.init)(jax.random.key(seed), batch)
@@ -146,12 +142,13 @@ def run_benchmark(
     }
 
     encode = jax.jit(model.encode)
-    context = (batch["context_frames"], batch["context_mask"])
+    conditioning = {k: batch[k] for k in ("note_tokens", "context_frames", "context_mask")}
+    trimmed_batch = dict(conditioning, note_tokens=tokens_trimmed)
     log(f"[{size}] timing encoders ({result['note_tokens_encoded']} and 2048 tokens)")
-    result["encoder_seconds"] = _time(lambda: encode(params, tokens_trimmed, *context), repeats)["median"]
-    result["encoder_seconds_untrimmed"] = _time(lambda: encode(params, tokens_full, *context), repeats)["median"]
-    encoding = encode(params, tokens_trimmed, *context)
-    encoding_full = encode(params, tokens_full, *context)
+    result["encoder_seconds"] = _time(lambda: encode(params, trimmed_batch), repeats)["median"]
+    result["encoder_seconds_untrimmed"] = _time(lambda: encode(params, conditioning), repeats)["median"]
+    encoding = encode(params, trimmed_batch)
+    encoding_full = encode(params, conditioning)
 
     z = jax.random.normal(jax.random.key(seed + 1), batch["target_frames"].shape)
     t = jnp.full((1,), 0.5)

@@ -1,6 +1,6 @@
 """A tiny stand-in model with the real models' interface, for fast trainer tests.
 
-``FakeSpectrogramModel`` follows the model contract (see ``training.train_state.TrainableModel``):
+``FakeSpectrogramModel`` follows the model contract (``models.contract.SpectrogramModel``):
 ``init(rng, batch)`` returns parameters boxed with flax logical axis names, ``loss_fn`` takes an
 explicit dropout key, ``predict`` returns [B, 256, 128] log-mel. It has a frozen ``Embed_0``
 position table, a model-parallel ('mlp') kernel and dropout, so freezing, sharding and RNG
@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
+from music_spectrogram_diffusion.models.config import T5Config
 
 
 class _FakeNetwork(nn.Module):
@@ -80,6 +82,11 @@ class FakeSpectrogramModel:
     with_context: bool = False
 
     @property
+    def network_config(self) -> T5Config:
+        """The batch shapes (the fake network's own sizes are the fields above)."""
+        return T5Config.tiny(vocab_size=self.vocab_size)
+
+    @property
     def network(self) -> _FakeNetwork:
         return _FakeNetwork(
             self.vocab_size,
@@ -113,8 +120,13 @@ class FakeSpectrogramModel:
         loss = (jnp.abs(out - target).mean(-1) * mask).sum() / frames
         return loss, {"loss": loss, "target_frames": mask.sum()}
 
-    def predict(self, params: Any, batch: dict, rng: jax.Array, **unused_options) -> jax.Array:
-        del rng
+    def encode(self, params: Any, batch: dict) -> Any:
+        del params
+        return self._inputs(batch)
+
+    def predict(self, params: Any, batch: dict, rng: jax.Array, *,
+                sampler: SamplerConfig | None = None, **unused_options) -> jax.Array:
+        del rng, sampler
         out = self.network.apply(params, *self._inputs(batch), deterministic=True)
         return out * -DEFAULT_FEATURES.min_log_mel
 

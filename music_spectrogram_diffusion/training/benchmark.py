@@ -14,9 +14,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from music_spectrogram_diffusion.models.contract import SpectrogramModel
 from music_spectrogram_diffusion.testing.fake_models import random_batch
 from music_spectrogram_diffusion.training import optimizers, partitioning, trainer
-from music_spectrogram_diffusion.training.train_state import TrainableModel, create_train_state
+from music_spectrogram_diffusion.training.train_state import create_train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +36,7 @@ class BenchmarkResult:
 
 
 def benchmark_training(
-    model: TrainableModel,
+    model: SpectrogramModel,
     *,
     name: str,
     batch_size: int,

@@ -107,23 +107,16 @@ class Progress:
 
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-    """Reads the scalar summaries of every event file in logdir: tag -> [(step, value)]."""
-    import struct
+    """The scalar summaries of a TensorBoard run directory: tag -> [(step, value)], by step.
 
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for name in sorted(os.listdir(logdir)):
-        if not name.startswith("events.out.tfevents."):
-            continue
-        with open(os.path.join(logdir, name), "rb") as f:
-            data = f.read()
-        offset = 0
-        # TFRecord framing: uint64 length, uint32 crc, payload, uint32 crc.
-        while offset + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            payload = data[offset + 12 : offset + 12 + length]
-            offset += 16 + length
-            event = event_pb2.Event.FromString(payload)
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
+    Read with tensorboard's own ``EventAccumulator`` (every event file of the directory, record
+    CRCs checked; no sampling). It imports TensorFlow when present, so this is for analysis and
+    tests, not for a training loop.
+    """
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        logdir, size_guidance={event_accumulator.SCALARS: 0})
+    accumulator.Reload()
+    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()[event_accumulator.SCALARS]}

@@ -8,7 +8,7 @@ a full copy of a model that only fits sharded.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -17,17 +17,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from music_spectrogram_diffusion.models.contract import SpectrogramModel
 from music_spectrogram_diffusion.training import partitioning
-
-
-class TrainableModel(Protocol):
-    """What the trainer needs from a model (DiffusionModel, AutoregressiveModel)."""
-
-    def init(self, rng: jax.Array, batch: dict) -> Any: ...
-
-    def loss_fn(self, params: Any, batch: dict, rng: jax.Array, *, train: bool = True): ...
-
-    def predict(self, params: Any, batch: dict, rng: jax.Array, **kwargs) -> jax.Array: ...
 
 
 @flax.struct.dataclass
@@ -39,13 +30,13 @@ class TrainState:
     opt_state: Any
 
 
-def abstract_boxed_params(model: TrainableModel, rng: jax.Array, batch: dict) -> Any:
+def abstract_boxed_params(model: SpectrogramModel, rng: jax.Array, batch: dict) -> Any:
     """Shapes, dtypes and logical-axis metadata of the parameters, without computing them."""
     return jax.eval_shape(model.init, rng, batch)
 
 
 def state_shardings(
-    model: TrainableModel,
+    model: SpectrogramModel,
     optimizer: optax.GradientTransformation,
     rng: jax.Array,
     batch: dict,
@@ -66,7 +57,7 @@ def state_shardings(
 
 
 def create_train_state(
-    model: TrainableModel,
+    model: SpectrogramModel,
     make_optimizer: Callable[[Any], optax.GradientTransformation],
     rng: jax.Array,
     batch: dict,

@@ -8,7 +8,10 @@ and sharded state, resumes from the newest complete checkpoint in ``model_dir``,
 batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), so the
 data position after a resume is re-derived from the step, and nothing about the input pipeline
 needs saving. Train-eval loss and target-vs-sampled spectrogram images are written every
-``eval_period`` steps; SIGTERM saves a checkpoint and returns cleanly.
+``eval_period`` steps. A run stops early, saving a checkpoint and returning cleanly, on SIGTERM,
+at a wall-clock deadline (``max_seconds``) or when the caller's ``should_stop(step)`` says so;
+``save_initial_checkpoint`` also saves the untrained state as checkpoint_0, so a job can
+evaluate the initialisation without copying the trainer's init sequence.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 from music_spectrogram_diffusion.training import optimizers as opt_lib
 from music_spectrogram_diffusion.training import partitioning, summaries
+from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion.models import registry
+from music_spectrogram_diffusion.models.contract import SpectrogramModel
 from music_spectrogram_diffusion.training.train_state import (
-    TrainableModel,
     TrainState,
     abstract_state,
     create_train_state,
@@ -62,6 +67,7 @@ class TrainResult:
     metrics: dict[str, float]
     stopped_by_signal: bool
     model_dir: str
+    stop_reason: str | None = None  # None (reached train_steps), 'signal', 'deadline', 'should_stop'
 
 
 def _tree_where(pred, new, old):
@@ -81,7 +87,7 @@ def _loss_metrics(loss, aux: dict, batch: dict) -> dict:
 
 
 def make_train_step(
-    model: TrainableModel,
+    model: SpectrogramModel,
     optimizer: optax.GradientTransformation,
     *,
     num_microbatches: int = 1,
@@ -166,7 +172,7 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model: TrainableModel) -> Callable[[Any, dict, jax.Array], dict]:
+def make_eval_step(model: SpectrogramModel) -> Callable[[Any, dict, jax.Array], dict]:
     """``eval_step(params, batch, rng) -> metrics``: the loss with dropout off."""
 
     def eval_step(params, batch, rng):
@@ -199,6 +205,49 @@ class SigtermFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+STOP_MESSAGES = {"signal": "SIGTERM", "deadline": "deadline reached",
+                 "should_stop": "stop requested"}
+
+
+class StopCheck:
+    """Why a training loop should stop early: SIGTERM, a wall-clock deadline, or the caller.
+
+    A context manager (it installs the SIGTERM handler); the clock starts on entry. Shared by
+    ``train`` and the vocoder trainer, so every loop stops the same ways.
+
+    Args:
+      max_seconds: wall-clock budget from entry; None for none.
+      should_stop: called with the step after each step; True stops.
+    """
+
+    def __init__(self, max_seconds: float | None = None,
+                 should_stop: Callable[[int], bool] | None = None):
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds}")
+        self._max_seconds = max_seconds
+        self._should_stop = should_stop
+        self._sigterm = SigtermFlag()
+        self._started = 0.0
+
+    def __enter__(self) -> StopCheck:
+        self._started = time.monotonic()
+        self._sigterm.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sigterm.__exit__(*exc)
+
+    def reason(self, step: int) -> str | None:
+        """None, or 'signal' / 'deadline' / 'should_stop' (see ``STOP_MESSAGES``)."""
+        if self._sigterm.raised:
+            return "signal"
+        if self._max_seconds is not None and time.monotonic() - self._started >= self._max_seconds:
+            return "deadline"
+        if self._should_stop is not None and self._should_stop(step):
+            return "should_stop"
+        return None
+
+
 def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> dict:
     rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
     return source.get_batch(index, batch_size, seed=seed, rows=rows)
@@ -212,7 +261,7 @@ def _default_frozen_mask_fn():
 
 def train(
     *,
-    model: TrainableModel,
+    model: SpectrogramModel,
     train_data: BatchSource,
     model_dir: str,
     train_steps: int,
@@ -233,14 +282,17 @@ def train(
     frozen_param_mask_fn: Callable[[Any], Any] | None = None,
     config_text: str | None = None,
     initial_checkpoint: str | None = None,
+    save_initial_checkpoint: bool = False,
+    max_seconds: float | None = None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Trains ``model`` to ``train_steps`` steps, resuming from ``model_dir`` if it has checkpoints.
 
     Args:
-      model: a model object (init / loss_fn / predict).
+      model: a model object (``models.contract.SpectrogramModel``).
       train_data, eval_data: batch sources (see ``BatchSource``); eval batches 0..eval_steps-1
         are the same at every evaluation, so train-eval losses are comparable.
-      model_dir: checkpoints, config.gin and TensorBoard logs go here.
+      model_dir: checkpoints, config.gin, model.json and TensorBoard logs go here.
       train_steps: total optimizer steps (a resumed run continues up to this).
       batch_size: global batch size (divisible by the mesh's 'data' size x num_microbatches).
       seed: parameter init, dropout (fold_in(key, step)) and data order all derive from it.
@@ -256,11 +308,18 @@ def train(
       config_text: the operative gin config, saved as model_dir/config.gin.
       initial_checkpoint: a checkpoint_<step> directory to start from when model_dir has no
         checkpoint of its own (t5x ``restore_mode='specific'``; gin/resume.gin).
+      save_initial_checkpoint: on a fresh start, also save the initial state as checkpoint_0
+        (or checkpoint_<step> of ``initial_checkpoint``) before the first step.
+      max_seconds: wall-clock budget of this call, from its start; when it is spent the run
+        saves a checkpoint and returns with ``stop_reason='deadline'``. None: no deadline.
+      should_stop: called with the step after every step; True saves and returns with
+        ``stop_reason='should_stop'``.
     """
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
     # Installed first, so a SIGTERM during start-up is also deferred to the first step boundary.
-    with SigtermFlag() as sigterm:
+    with StopCheck(max_seconds, should_stop) as stop, ckpt_lib.CheckpointStore(
+            model_dir, keep=checkpoint.keep, async_save=checkpoint.async_save) as store:
         partitioning.initialize_multihost(partition)
         mesh = partitioning.make_mesh(partition)
         data_size = mesh.shape[partitioning.DATA_AXIS]
@@ -280,14 +339,15 @@ def train(
             state, shardings, tx = create_train_state(
                 model, make_optimizer, init_key, init_batch, mesh, partition.rules
             )
-        restored = ckpt_lib.restore_latest(model_dir, abstract_state(state, shardings))
-        if restored is None and initial_checkpoint:
+        restored = store.restore_latest(abstract_state(state, shardings))
+        fresh = restored is None
+        if fresh and initial_checkpoint:
             restored = ckpt_lib.restore_checkpoint(initial_checkpoint,
                                                    abstract_state(state, shardings))
             logger.info("Initialised from %s", initial_checkpoint)
         start_step = 0
         if restored is not None:
-            state, metadata = restored
+            state, metadata, _ = restored
             start_step = int(state.step)
             if metadata.get("batch_size") not in (None, batch_size):
                 logger.warning(
@@ -295,10 +355,14 @@ def train(
                     "the step, so examples seen differ from an uninterrupted run",
                     model_dir, batch_size, metadata.get("batch_size"),
                 )
-            logger.info("Resumed from %s at step %d", ckpt_lib.checkpoint_path(model_dir, start_step),
-                        start_step)
-        if config_text is not None and jax.process_index() == 0:
-            ckpt_lib.write_config(model_dir, config_text)
+            if not fresh:
+                logger.info("Resumed from %s at step %d",
+                            ckpt_lib.checkpoint_path(model_dir, start_step), start_step)
+        if jax.process_index() == 0:
+            if config_text is not None:
+                ckpt_lib.write_config(model_dir, config_text)
+            if registry.is_registered(model):
+                registry.write_model_config(model_dir, model)
 
         replicated = NamedSharding(mesh, PartitionSpec())
         step_fn = jax.jit(
@@ -325,12 +389,15 @@ def train(
         def save(state):
             metadata = {"examples_seen": int(state.step) * batch_size, "data_seed": seed,
                         "batch_size": batch_size, "time": time.time()}
-            ckpt_lib.save_checkpoint(model_dir, state, metadata, keep=checkpoint.keep)
+            store.save(state, metadata)
+
+        if fresh and save_initial_checkpoint:
+            save(state)
 
         progress = summaries.Progress(start_step, train_steps)
         metrics: dict[str, float] = {}
         step = start_step
-        stopped = False
+        reason = None
         with mesh:
             while step < train_steps:
                 host = _host_batch(train_data, step, batch_size, seed)
@@ -355,16 +422,19 @@ def train(
                     _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed,
                               jax.random.fold_in(eval_key, step), step, writers.get("eval"),
                               eval_images, predict_options or {}, model_dir, mesh)
-                if sigterm.raised:
-                    logger.warning("SIGTERM at step %d: saving a checkpoint and stopping", step)
+                reason = stop.reason(step) if step < train_steps else None
+                if reason is not None:
+                    logger.warning("%s at step %d: saving a checkpoint and stopping",
+                                   STOP_MESSAGES[reason], step)
                     save(state)
-                    stopped = True
                     break
                 if step % checkpoint.period == 0 or step == train_steps:
                     save(state)
+        store.wait()
         for writer in writers.values():
             writer.close()
-        return TrainResult(step=step, metrics=metrics, stopped_by_signal=stopped, model_dir=model_dir)
+        return TrainResult(step=step, metrics=metrics, stopped_by_signal=reason == "signal",
+                           model_dir=model_dir, stop_reason=reason)
 
 
 def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, key, step,
@@ -388,9 +458,7 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
         png, height, width = summaries.spectrogram_comparison_png(one["target_frames"][0], predicted)
         writer.image(step, "spectrogram/target_vs_sampled", png, height, width)
         path = os.path.join(model_dir, "eval", f"spectrogram_step_{step}.png")
-        with open(path + ".tmp", "wb") as f:
-            f.write(png)
-        os.replace(path + ".tmp", path)
+        file_io.write_bytes_atomic(path, png)
     if writer is not None:
         writer.flush()
     return totals

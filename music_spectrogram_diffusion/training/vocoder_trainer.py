@@ -343,8 +343,17 @@ def train_vocoder(
     features: FeatureConfig = DEFAULT_FEATURES,
     split: str = "train",
     print_fn: Callable[[str], None] = _print_line,
+    max_seconds: float | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Trains (or resumes) a vocoder in MODEL_DIR up to ``train_steps``; returns the last metrics."""
+    """Trains (or resumes) a vocoder in MODEL_DIR up to ``train_steps``; returns the last metrics.
+
+    Stops early, saving a checkpoint, on SIGTERM, after ``max_seconds`` of wall time or when
+    ``should_stop(step)`` is true (``trainer.StopCheck``). ``on_ready`` is called once the
+    dataset and any existing MODEL_DIR have been checked, before anything is written there
+    (msd-train-vocoder saves its config.gin from it).
+    """
     if train_steps < 0:
         raise ValueError(f"train_steps must be >= 0, got {train_steps}")
     trainer = VocoderTrainer(generator_config, discriminator_config, train_config, features)
@@ -359,6 +368,8 @@ def train_vocoder(
                 f"{model_dir}: holds a vocoder with other features or generator config "
                 f"({vocoder_checkpoints.CONFIG_FILENAME}); use a new MODEL_DIR"
             )
+    if on_ready is not None:
+        on_ready()
     vocoder_checkpoints.write_vocoder_config(
         model_dir,
         features=features,
@@ -381,8 +392,9 @@ def train_vocoder(
     crop_samples = train_config.crop_frames * features.hop_length
     metrics: dict[str, float] = {}
     step = int(state.step)
-    with trainer_lib.SigtermFlag() as stop:
-        while step < train_steps and not stop.raised:
+    reason = None
+    with trainer_lib.StopCheck(max_seconds, should_stop) as stop:
+        while step < train_steps and reason is None:
             batch_rng = np.random.default_rng((train_config.seed, step))
             audio = sample_crops(pieces, batch_rng, batch_size=train_config.batch_size, crop_samples=crop_samples)
             step_fn = pretrain_step if step < train_config.pretrain_steps else gan_step
@@ -398,11 +410,13 @@ def train_vocoder(
                 fake = np.asarray(trainer.generator.apply({"params": state.generator_params}, log_mel))[0]
                 writer.audio(step, "audio/generated", fake, features.sample_rate)
                 writer.audio(step, "audio/real", audio[0], features.sample_rate)
-            if step % train_config.checkpoint_every == 0 or step == train_steps or stop.raised:
+            reason = stop.reason(step) if step < train_steps else None
+            if step % train_config.checkpoint_every == 0 or step == train_steps or reason:
                 keep = train_config.keep_checkpoints
                 checkpoints.save_checkpoint(model_dir, state, {"seed": train_config.seed}, keep=keep)
-        if stop.raised:
-            print_fn(f"SIGTERM at step {step}: saved {checkpoints.checkpoint_path(model_dir, step)}; stopped")
+        if reason is not None:
+            print_fn(f"{trainer_lib.STOP_MESSAGES[reason]} at step {step}: saved "
+                     f"{checkpoints.checkpoint_path(model_dir, step)}; stopped")
     writer.flush()
     writer.close()
     return metrics

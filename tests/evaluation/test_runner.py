@@ -8,7 +8,8 @@ import pytest
 
 from music_spectrogram_diffusion.cli import evaluate as evaluate_cli
 from music_spectrogram_diffusion.data import embedded_dataset
-from music_spectrogram_diffusion.evaluation import main_job, references, report, runner
+from music_spectrogram_diffusion.evaluation import references, report, runner
+from music_spectrogram_diffusion.jobs import main_job
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.evaluation.embedders import InProcessEmbedder
 from music_spectrogram_diffusion.evaluation.embedding_backends import LogMelBackend
@@ -84,7 +85,7 @@ def test_table_has_the_papers_rows_and_columns():
          "metrics": {"logmel_distance": 2.5, "mel_l1": 1.23456,
                      "prediction_seconds_per_audio_second": 0.25}},
     ]
-    table = report.format_table(rows, ["logmel"], ["a note"])
+    table = report.format_table(rows, report.table_columns(["logmel"]), ["a note"])
     lines = table.splitlines()
     assert lines[0] == ("| Row | logmel dist. | logmel FD | F1 Model | F1 GT | mel L1 | MR-STFT "
                         "| pred s / audio s |")

@@ -1,7 +1,9 @@
-"""Loading trained models: config.gin -> MODEL, params only, one clear error per bad directory."""
+"""Loading trained models: model.json -> model (no gin), params only, one clear error per bad directory."""
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 
 import gin
@@ -11,6 +13,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from music_spectrogram_diffusion.inference import loading
+from music_spectrogram_diffusion.models import registry
+from music_spectrogram_diffusion.models.autoregressive_model import AutoregressiveModel
+from music_spectrogram_diffusion.models.config import T5Config
 from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -61,11 +66,32 @@ def test_a_specific_checkpoint_dir_loads_that_step(model_dir):
     assert max(differences) > 0
 
 
-def test_callers_gin_config_survives_loading(model_dir):
+def test_run_saves_model_json_that_rebuilds_the_model(model_dir):
+    loaded = loading.load_trained_model(model_dir)
+    assert os.path.isfile(os.path.join(model_dir, "model.json"))
+    assert registry.read_model_config(model_dir) == loaded.model
+    with open(os.path.join(model_dir, "model.json")) as f:
+        payload = json.load(f)
+    assert payload["format"] == "msd-model" and payload["version"] == 1
+    assert payload["kind"] == "diffusion" and payload["config"]["with_context"] is True
+    assert payload["config"]["network_config"]["emb_dim"] == 32
+
+
+def test_inference_path_imports_no_gin(model_dir):
+    script = ("import sys; from music_spectrogram_diffusion.inference import loading, synthesis; "
+              f"loading.load_trained_model({model_dir!r}); "
+              "print('gin' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def test_callers_gin_config_survives_loading(copy_of):
+    os.remove(os.path.join(copy_of, "model.json"))  # the legacy path parses config.gin
     gin.clear_config()
     try:
         gin.parse_config("CALLER_MACRO = 7")
-        loading.load_trained_model(model_dir)
+        loading.load_trained_model(copy_of)
         assert gin.query_parameter("%CALLER_MACRO") == 7
         with pytest.raises(ValueError):
             gin.query_parameter("%MODEL")  # the checkpoint's config did not leak
@@ -88,17 +114,34 @@ def test_directory_without_checkpoints(tmp_path):
         loading.load_trained_model(str(tmp_path))
 
 
-def test_missing_config_gin(copy_of):
+def test_vocoder_directory_is_named_as_such(tmp_path):
+    (tmp_path / "vocoder_config.json").write_text("{}")
+    with pytest.raises(loading.CheckpointLoadError, match="is a trained vocoder.*--vocoder"):
+        loading.load_trained_model(str(tmp_path))
+
+
+def test_missing_model_json_and_config_gin(copy_of):
+    os.remove(os.path.join(copy_of, "model.json"))
     os.remove(os.path.join(copy_of, "config.gin"))
-    with pytest.raises(loading.CheckpointLoadError, match=r"run/config.gin: missing"):
+    with pytest.raises(loading.CheckpointLoadError, match=r"run/model.json: missing \(and no "
+                                                          r"config.gin to convert\)"):
         loading.load_trained_model(copy_of)
 
 
-def test_config_without_model_or_unparsable(copy_of):
+def test_legacy_run_with_only_config_gin_is_converted_once(copy_of, model_dir):
+    os.remove(os.path.join(copy_of, "model.json"))
+    loaded = loading.load_trained_model(copy_of)
+    assert loaded.model == loading.load_trained_model(model_dir).model
+    # The conversion wrote model.json, so the next load parses no gin.
+    assert registry.read_model_config(copy_of) == loaded.model
+
+
+def test_legacy_config_without_model_or_unparsable(copy_of):
+    os.remove(os.path.join(copy_of, "model.json"))
     config = os.path.join(copy_of, "config.gin")
     with open(config, "w") as f:
         f.write("SEED = 3\n")
-    with pytest.raises(loading.CheckpointLoadError, match="config.gin: defines no MODEL macro"):
+    with pytest.raises(loading.CheckpointLoadError, match="config.gin: the config defines no MODEL"):
         loading.load_trained_model(copy_of)
     with open(config, "w") as f:
         f.write("MODEL = @no_such_module.Model()\n")
@@ -106,20 +149,32 @@ def test_config_without_model_or_unparsable(copy_of):
         loading.load_trained_model(copy_of)
 
 
-def test_config_of_another_model_does_not_match_the_checkpoint(copy_of):
-    # A config.gin that builds the autoregressive tiny model, next to diffusion parameters.
-    gin.clear_config()
-    try:
-        gin.parse_config_file(os.path.join(trained_checkpoints.REPO_ROOT,
-                                           "gin/models/autoregressive/tiny.gin"))
-        text = gin.config_str()
-    finally:
-        gin.clear_config()
-    with open(os.path.join(copy_of, "config.gin"), "w") as f:
-        f.write(text)
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.update(format="other"), r"model.json: not an msd-model file"),
+    (lambda p: p.update(version=99), r"model.json: version 99 is not supported"),
+    (lambda p: p.update(kind="gan"), r"model.json: unknown model kind 'gan'; valid kinds: "
+                                     r"diffusion, autoregressive"),
+    (lambda p: p["config"]["network_config"].update(emb_dims=3),
+     r"model.json: config.network_config: unknown T5Config fields \['emb_dims'\]"),
+    (lambda p: p["config"]["network_config"].update(emb_dim=-2),
+     r"model.json: config.network_config: T5Config.emb_dim must be a positive int"),
+])
+def test_bad_model_json_is_one_clear_error(copy_of, edit, message):
+    path = os.path.join(copy_of, "model.json")
+    with open(path) as f:
+        payload = json.load(f)
+    edit(payload)
+    with open(path, "w") as f:
+        json.dump(payload, f)
+    with pytest.raises(loading.CheckpointLoadError, match=message):
+        loading.load_trained_model(copy_of)
+
+
+def test_model_json_of_another_model_does_not_match_the_checkpoint(copy_of):
+    registry.write_model_config(copy_of, AutoregressiveModel(network_config=T5Config.tiny()))
     with pytest.raises(loading.CheckpointLoadError,
-                       match=r"checkpoint_2: parameters do not match the model built from "
-                             r".*config.gin \(.*missing from the checkpoint"):
+                       match=r"checkpoint_2: parameters do not match the model described by "
+                             r".*model.json \(.*missing from the checkpoint"):
         loading.load_trained_model(copy_of)
 
 

@@ -128,13 +128,13 @@ def test_cached_kv_and_trimmed_tokens_match_plain_path(model_and_params):
     plain = _plain_eps(model, params, batch["note_tokens"], batch["context_frames"],
                        batch["context_mask"], z, t)
     encode, decode = jax.jit(model.encode), jax.jit(model.decode)
-    full = encode(params, batch["note_tokens"], batch["context_frames"], batch["context_mask"])
+    full = encode(params, batch)
     cached = decode(params, full, z, t)
     np.testing.assert_allclose(np.asarray(cached), np.asarray(plain), atol=1e-5)
 
     trimmed_tokens = trim_note_tokens(batch["note_tokens"], 16)
     assert trimmed_tokens.shape == (3, 32)  # longest real row is 20 tokens
-    trimmed = encode(params, trimmed_tokens, batch["context_frames"], batch["context_mask"])
+    trimmed = encode(params, dict(batch, note_tokens=trimmed_tokens))
     assert trimmed.encoding_mask.shape == (3, 32 + FRAMES)
     np.testing.assert_allclose(
         np.asarray(decode(params, trimmed, z, t)), np.asarray(plain), atol=1e-5)
@@ -150,7 +150,7 @@ def test_batched_guidance_equals_separate_cond_and_dropped_passes(model_and_para
     # The training-time CFG dropout: tokens * 0 and context mask * 0 (spec §5.3 step 4).
     eps_uncond = _plain_eps(model, params, tokens * 0, frames, mask * 0, z, t)
     assert not np.allclose(np.asarray(eps_cond[0]), np.asarray(eps_uncond[0]), atol=1e-3)
-    encoding = jax.jit(model.encode)(params, tokens, frames, mask)
+    encoding = jax.jit(model.encode)(params, batch)
     guided = jax.jit(lambda p, e, z, t: model.denoise_fn(p, e, 2.0)(z, t))
     conditional = jax.jit(lambda p, e, z, t: model.denoise_fn(p, e, 1.0)(z, t))
     np.testing.assert_allclose(
@@ -205,7 +205,7 @@ def test_decode_converts_the_network_output_to_eps(model_and_params, prediction)
     _, params = model_and_params
     model = DiffusionModel(network_config=CONFIG, diffusion_config=DiffusionConfig(prediction=prediction))
     batch = _batch()
-    encoding = model.encode(params, batch["note_tokens"], batch["context_frames"], batch["context_mask"])
+    encoding = model.encode(params, batch)
     z = jax.random.normal(jax.random.key(3), batch["target_frames"].shape)
     t = jnp.linspace(0.2, 0.8, z.shape[0])
     raw = model.network.apply({"params": params}, z, t, None, encoding.encoding_mask,

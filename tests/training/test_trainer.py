@@ -94,3 +94,51 @@ def test_train_writes_scalars_images_and_checkpoints(tmp_path):
     assert [s for s, _ in summaries.read_scalars(str(tmp_path / "eval"))["loss"]] == [4]
     png = (tmp_path / "eval" / "spectrogram_step_4.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _train(tmp_path, **kwargs):
+    from music_spectrogram_diffusion.training import checkpoints
+
+    return trainer.train(
+        model=fake_models.FakeSpectrogramModel(), train_data=fake_models.FakeBatchSource(),
+        model_dir=str(tmp_path), batch_size=2, seed=0, log_period=1,
+        checkpoint=checkpoints.CheckpointConfig(period=100, keep=None),
+        frozen_param_mask_fn=fake_models.frozen_param_mask, **kwargs)
+
+
+def test_should_stop_saves_and_returns_and_a_rerun_resumes(tmp_path):
+    from music_spectrogram_diffusion.training import checkpoints
+
+    seen = []
+    result = _train(tmp_path, train_steps=10, save_initial_checkpoint=True,
+                    should_stop=lambda step: seen.append(step) or step == 3)
+    assert result.step == 3 and result.stop_reason == "should_stop"
+    assert not result.stopped_by_signal and seen == [1, 2, 3]
+    assert checkpoints.list_checkpoints(str(tmp_path)) == [0, 3]
+    resumed = _train(tmp_path, train_steps=5, save_initial_checkpoint=True)
+    assert resumed.step == 5 and resumed.stop_reason is None
+    # Resuming saves no second step-0 checkpoint.
+    assert checkpoints.list_checkpoints(str(tmp_path)) == [0, 3, 5]
+
+
+def test_deadline_stops_the_run_with_a_checkpoint(tmp_path):
+    from music_spectrogram_diffusion.training import checkpoints
+
+    result = _train(tmp_path, train_steps=1000, max_seconds=1e-3)
+    assert result.stop_reason == "deadline" and result.step == 1
+    assert checkpoints.list_checkpoints(str(tmp_path)) == [1]
+    with pytest.raises(ValueError, match="max_seconds must be > 0"):
+        _train(tmp_path / "x", train_steps=2, max_seconds=0)
+
+
+def test_model_json_is_written_for_registered_models(tmp_path):
+    from music_spectrogram_diffusion.models import registry
+    from music_spectrogram_diffusion.models.autoregressive_model import AutoregressiveModel
+    from music_spectrogram_diffusion.models.config import T5Config
+
+    _train(tmp_path / "fake", train_steps=1)
+    assert not (tmp_path / "fake" / "model.json").exists()  # not a registered kind
+    model = AutoregressiveModel(network_config=T5Config.tiny(), input_noise_std=0.5)
+    trainer.train(model=model, train_data=fake_models.FakeBatchSource(),
+                  model_dir=str(tmp_path / "ar"), train_steps=1, batch_size=1, seed=0)
+    assert registry.read_model_config(str(tmp_path / "ar")) == model

@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.audio.vocoders import generators
 from music_spectrogram_diffusion.features import FeatureConfig
 from music_spectrogram_diffusion.training import checkpoints
@@ -49,10 +49,7 @@ def write_vocoder_config(model_dir: str, *, features: FeatureConfig, configs: di
         payload["generator_kind"] = generators.generator_kind(configs["generator"])
     payload.update({name: dataclasses.asdict(value) for name, value in configs.items()})
     path = os.path.join(model_dir, CONFIG_FILENAME)
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".vocoder_config.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    file_io.write_json_atomic(path, payload, sort_keys=True)
     return path
 
 

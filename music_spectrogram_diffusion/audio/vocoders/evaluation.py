@@ -14,9 +14,6 @@ Numbers are duration-weighted means over pieces; per-piece numbers are kept in t
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.audio import spectrograms
 from music_spectrogram_diffusion.audio import stft_distance
 from music_spectrogram_diffusion.audio.vocoders import base
@@ -117,10 +115,5 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Writes JSON atomically (temp file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vocoder_eval.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Writes JSON atomically (``file_io.write_json_atomic``)."""
+    file_io.write_json_atomic(path, payload, sort_keys=True)

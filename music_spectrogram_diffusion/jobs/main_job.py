@@ -5,9 +5,9 @@ Stages, each resumable (re-running the command continues where it stopped):
   1. **Dataset**: build (or reuse) the embedded dataset (``data/embedded_dataset.py``).
   2. **Training** through the real trainer and gin files, one run per model:
      the autoregressive baseline, diffusion without context, diffusion with context (tiny T5,
-     ``gin/models/<kind>/tiny.gin`` + a task gin + ``gin/main/train_cpu.gin``). A checkpoint at
-     step 0 is saved first (``save_initial_checkpoint``) so the untrained model is evaluated
-     too; the trainer then resumes from it, i.e. from the very same initial parameters.
+     ``gin/models/<kind>/tiny.gin`` + a task gin + ``gin/main/train_cpu.gin``). The trainer
+     also saves the untrained state as checkpoint_0 (``save_initial_checkpoint``, bound in
+     train_cpu.gin), so the initialisation is evaluated too.
   3. **Vocoder**: a small Vocos (``gin/vocoders/vocos_{tiny,small}.gin``), the kind that learns
      on a CPU (a HiFi-GAN is 100x costlier per step), for a few minutes.
   4. **Evaluation** (``runner.run_evaluation``) on the test split: ground truth, the ground
@@ -16,9 +16,10 @@ Stages, each resumable (re-running the command continues where it stopped):
      Griffin-Lim: a vocoder trained for minutes on CPU is noisier (its ceiling row shows it).
 
 Budget: ``MainJobConfig.for_budget`` sizes the runs for about ``budget_minutes`` on an idle
-2-core CPU. Step counts are fixed by the config (same seed, same numbers); a per-model time
-guard stops a run early (through the trainer's SIGTERM path, which saves a checkpoint) when the
-machine is slower than planned, and the table's footnote says where each run stopped.
+2-core CPU. Step counts are fixed by the config, so two runs give the same table (same seed,
+same numbers). A per-run deadline (the trainers' ``max_seconds``, well above the planned time)
+is only a safety net for a much slower machine; when it fires, the table's footnote says so and
+where the run stopped.
 """
 
 from __future__ import annotations
@@ -26,19 +27,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Any
 
-import numpy as np
-
-from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion import file_io, gin_config
 from music_spectrogram_diffusion.evaluation import runner
 
 logger = logging.getLogger(__name__)
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +71,10 @@ class MainJobConfig:
     Attributes:
       num_pieces, max_piece_seconds: embedded dataset size and piece length cap.
       train_steps, batch_size, checkpoint_period: per model (checkpoint 0 is always saved).
-      train_minutes: time guard per model run; None disables it.
+      train_minutes: safety deadline per model run (far above the planned time; the step
+        count, not this, decides where a run ends); None disables it.
       vocoder_gin, vocoder_steps: the vocoder run.
-      vocoder_minutes: time guard of the vocoder run; None disables it.
+      vocoder_minutes: safety deadline of the vocoder run; None disables it.
       eval_songs, eval_seconds: test songs evaluated, and the excerpt length of each.
       embedders: embedders of the evaluation.
       seed: dataset, training and sampling seed.
@@ -116,81 +112,21 @@ class MainJobConfig:
                        batch_size=4, checkpoint_period=30, train_minutes=None,
                        vocoder_gin="gin/vocoders/vocos_tiny.gin", vocoder_steps=10,
                        eval_songs=1, eval_seconds=10.24)
-        # Planned at ~1 s per tiny-model step at batch 4 on an idle 2-core CPU (a 40-step run
-        # used 111 s of CPU time including compilation); training gets about 45% of the
-        # budget, split over the three models, and the time guards enforce it.
+        # Fixed step counts planned at about 1 s per tiny-model step at batch 4 on an idle
+        # 2-core CPU (compilation included), so every run ends at its step count and two runs
+        # give the same table; the deadlines are twice the plan, a safety net only.
         scale = budget_minutes / 30.0
-        steps = max(20, int(round(300 * scale / 10)) * 10)
+        steps = max(20, int(round(200 * scale / 10)) * 10)
         return cls(num_pieces=embedded_dataset.DEFAULT_NUM_PIECES, train_steps=steps,
                    batch_size=4, checkpoint_period=max(10, steps // 2),
-                   train_minutes=0.15 * budget_minutes,
+                   train_minutes=0.25 * budget_minutes,
                    vocoder_gin="gin/vocoders/vocos_small.gin",
-                   vocoder_steps=max(10, int(400 * scale)), vocoder_minutes=0.1 * budget_minutes,
+                   vocoder_steps=max(10, int(400 * scale)), vocoder_minutes=0.2 * budget_minutes,
                    eval_songs=4, eval_seconds=20.48)
 
 
-def save_initial_checkpoint(*, model: Any, train_data: Any, model_dir: str, batch_size: int,
-                            seed: int, optimizer: Any, partition: Any) -> str | None:
-    """Saves the train state the trainer would start from as checkpoint_0 (gin-bound in
-    gin/main/train_cpu.gin with the same macros as ``trainer.train``).
-
-    The parameters come from the trainer's own init key (``split(key(seed), 3)[0]``) and first
-    batch, so resuming from this checkpoint equals a fresh start. Returns None (and writes
-    nothing) if ``model_dir`` already has checkpoints.
-    """
-    import jax
-
-    from music_spectrogram_diffusion.models.layers import frozen_param_mask
-    from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
-    from music_spectrogram_diffusion.training import optimizers, partitioning, train_state
-
-    if ckpt_lib.list_checkpoints(model_dir):
-        return None
-    mesh = partitioning.make_mesh(partition)
-    init_key = jax.random.split(jax.random.key(seed), 3)[0]  # as trainer.train
-    first = train_data.get_batch(0, batch_size, seed=seed)
-    init_batch = {k: np.asarray(v[:1]) for k, v in first.items()}
-    with mesh:
-        state, _, _ = train_state.create_train_state(
-            model, lambda p: optimizers.make_optimizer(optimizer, frozen_param_mask(p)),
-            init_key, init_batch, mesh, partition.rules)
-    metadata = {"examples_seen": 0, "data_seed": seed, "batch_size": batch_size,
-                "time": time.time()}
-    return ckpt_lib.save_checkpoint(model_dir, state, metadata, keep=None)
-
-
-class _TimeGuard:
-    """Sends this process SIGTERM after ``minutes``: the trainer then saves and returns."""
-
-    def __init__(self, minutes: float | None):
-        self._timer = None
-        self.fired = False
-        if minutes is not None and threading.current_thread() is threading.main_thread():
-            self._timer = threading.Timer(minutes * 60.0, self._fire)
-            self._timer.daemon = True
-
-    def _fire(self) -> None:
-        self.fired = True
-        logger.warning("time guard: stopping this training run (the trainer saves a checkpoint)")
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def __enter__(self) -> _TimeGuard:
-        if self._timer is not None:
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-def _parse_gin(files: list[str], bindings: list[str]) -> None:
-    import gin
-
-    gin.clear_config()
-    for path in (os.getcwd(), REPO_ROOT):
-        gin.add_config_file_search_path(path)
-    gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+def _deadline_seconds(minutes: float | None) -> float | None:
+    return None if minutes is None else minutes * 60.0
 
 
 def train_model(run: ModelRun, *, model_dir: str, data_dir: str, config: MainJobConfig
@@ -201,21 +137,19 @@ def train_model(run: ModelRun, *, model_dir: str, data_dir: str, config: MainJob
     from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
     from music_spectrogram_diffusion.training import trainer
 
+    steps = ckpt_lib.list_checkpoints(model_dir)
+    if steps and steps[-1] >= config.train_steps:
+        logger.info("%s: already trained to step %d", run.label, steps[-1])
+        return {"step": steps[-1], "stopped_early": False, "seconds": 0.0}
     bindings = [f"MODEL_DIR = '{model_dir}'", f"DATA_DIR = '{data_dir}'",
                 f"TRAIN_STEPS = {config.train_steps}", f"BATCH_SIZE = {config.batch_size}",
                 f"CHECKPOINT_PERIOD = {config.checkpoint_period}", f"SEED = {config.seed}"]
-    _parse_gin([os.path.join(REPO_ROOT, f) for f in (*run.gin_files, TRAIN_GIN, *run.overrides)],
-               bindings)
+    text = gin_config.parse_gin([*run.gin_files, TRAIN_GIN, *run.overrides], bindings)
     try:
         start = time.perf_counter()
-        gin.get_configurable(save_initial_checkpoint)()
-        steps = ckpt_lib.list_checkpoints(model_dir)
-        if steps and steps[-1] >= config.train_steps:
-            logger.info("%s: already trained to step %d", run.label, steps[-1])
-            return {"step": steps[-1], "stopped_early": False, "seconds": 0.0}
-        with _TimeGuard(config.train_minutes) as guard:
-            result = gin.get_configurable(trainer.train)(config_text=gin.config_str())
-        return {"step": result.step, "stopped_early": guard.fired or result.stopped_by_signal,
+        result = gin.get_configurable(trainer.train)(
+            config_text=text, max_seconds=_deadline_seconds(config.train_minutes))
+        return {"step": result.step, "stopped_early": result.stop_reason is not None,
                 "loss": result.metrics.get("loss"), "seconds": time.perf_counter() - start}
     finally:
         gin.clear_config()
@@ -233,14 +167,14 @@ def train_vocoder(*, model_dir: str, data_dir: str, config: MainJobConfig) -> di
                 f"vocoder_trainer.VocoderTrainConfig.checkpoint_every = {config.vocoder_steps}",
                 # The 'cosine' schedule decays over the run (others ignore decay_steps).
                 f"vocoder_trainer.VocoderTrainConfig.decay_steps = {config.vocoder_steps}"]
-    _parse_gin([os.path.join(REPO_ROOT, config.vocoder_gin)], bindings)
+    text = gin_config.parse_gin([config.vocoder_gin], bindings)
     try:
         start = time.perf_counter()
-        ckpt_lib.write_config(model_dir, gin.config_str())
-        # The vocoder trainer also saves and returns on SIGTERM, so the same guard applies.
-        with _TimeGuard(config.vocoder_minutes) as guard:
-            metrics = gin.get_configurable(vocoder_trainer.train_vocoder)()
-        return {"metrics": metrics, "stopped_early": guard.fired,
+        metrics = gin.get_configurable(vocoder_trainer.train_vocoder)(
+            max_seconds=_deadline_seconds(config.vocoder_minutes),
+            on_ready=lambda: ckpt_lib.write_config(model_dir, text))
+        step = (ckpt_lib.list_checkpoints(model_dir) or [0])[-1]
+        return {"metrics": metrics, "step": step, "stopped_early": step < config.vocoder_steps,
                 "seconds": time.perf_counter() - start}
     finally:
         gin.clear_config()
@@ -258,7 +192,6 @@ def run_main_job(
     ``result.report_paths``). Models go to ``out_dir/models/<name>``; see the module docstring.
     """
     from music_spectrogram_diffusion.data import embedded_dataset
-    from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 
     out_dir = os.path.abspath(out_dir)
     data_dir = os.path.abspath(data_dir)
@@ -292,7 +225,7 @@ def run_main_job(
     start = time.perf_counter()
     vocoder_dir = os.path.join(models_dir, "vocoder")
     vocoder = train_vocoder(model_dir=vocoder_dir, data_dir=data_dir, config=config)
-    stage("train vocoder", start, metrics=vocoder["metrics"],
+    stage("train vocoder", start, metrics=vocoder["metrics"], step=vocoder["step"],
           stopped_early=vocoder["stopped_early"])
 
     start = time.perf_counter()
@@ -301,11 +234,11 @@ def run_main_job(
         baseline_vocoders=(vocoder_dir,), sampler=runner.FAST_SAMPLER, seed=config.seed,
         max_songs=config.eval_songs, max_seconds=config.eval_seconds)
     songs = runner.list_songs(data_dir=data_dir, split="test", max_songs=config.eval_songs)
-    vocoder_step = (ckpt_lib.list_checkpoints(vocoder_dir) or [0])[-1]
     footnotes = [
         training_footnote(config, manifest, trained),
-        f"The trained vocoder ({config.vocoder_gin}) stopped at step {vocoder_step} of "
-        f"{config.vocoder_steps}" + (" (time guard)" if vocoder["stopped_early"] else "")
+        f"The trained vocoder ({config.vocoder_gin}) reached step {vocoder['step']} of "
+        f"{config.vocoder_steps}"
+        + (" (stopped early by the time guard)" if vocoder["stopped_early"] else "")
         + "; its row is its ceiling on ground-truth log-mel.",
     ]
     result = runner.run_evaluation(
