@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file next to the destination, then ``os.replace``.
+"""Atomic file writes (a temporary file next to the destination, then ``os.replace``) and the
+checked JSON read that goes with them.
 
 Every writer of results, manifests and records uses these, so an interrupted run never leaves a
 half-written file where a finished one is expected (and an existing file stays untouched).
@@ -15,6 +16,28 @@ from typing import Any, Callable
 
 # mkstemp creates 0o600 files; finished files get the usual rw-r--r--.
 _FILE_MODE = 0o644
+
+
+def read_json_object(path: str, error: Callable[[str], Exception], *, what: str = "file",
+                     missing: str = "not found") -> dict[str, Any]:
+    """The JSON object in ``path``; any problem raises ``error("<path>: <problem>")``.
+
+    Args:
+      path: the file.
+      error: the caller's error class (one message naming the file, as every reader gives).
+      what: what the file is, for the message ("manifest", "model config").
+      missing: the message when the file does not exist (e.g. how to make one).
+    """
+    if not os.path.isfile(path):
+        raise error(f"{path}: {missing}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: unreadable {what} ({e})") from e
+    if not isinstance(data, dict):
+        raise error(f"{path}: the {what} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def write_file_atomic(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -30,3 +30,24 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         file_io.write_file_atomic(str(path), explode)
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["result.bin"]
+
+
+class _ReadError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "how to make one"), ("{not json", "unreadable manifest"), ("[1, 2]", "must be a JSON object"),
+])
+def test_read_json_object_names_the_file_and_the_problem(tmp_path, content, match):
+    path = tmp_path / "manifest.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(_ReadError, match=match) as info:
+        file_io.read_json_object(str(path), _ReadError, what="manifest", missing="how to make one")
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_read_json_object_returns_the_object(tmp_path):
+    file_io.write_json_atomic(str(tmp_path / "a.json"), {"x": 1})
+    assert file_io.read_json_object(str(tmp_path / "a.json"), _ReadError) == {"x": 1}

@@ -44,6 +44,7 @@ from music_spectrogram_diffusion.data import instrumentation
 from music_spectrogram_diffusion.data.instrumentation import Candidate, PartInfo, ScoreError
 from music_spectrogram_diffusion.data.piece_manifest import SPLITS, PieceManifest
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.file_io import write_bytes_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -209,16 +210,9 @@ def load_manifest(data_dir: str | os.PathLike) -> Manifest:
     """
     data_dir = os.path.abspath(os.fspath(data_dir))
     path = os.path.join(data_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no dataset manifest here; build one with "
-                           f"`msd-make-dataset --out {data_dir}`")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path}: unreadable manifest ({e})") from e
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: manifest must be a JSON object")
+    data = file_io.read_json_object(
+        path, DatasetError, what="manifest",
+        missing=f"no dataset manifest here; build one with `msd-make-dataset --out {data_dir}`")
     if data.get("version") != DATASET_VERSION:
         raise DatasetError(f"{path}: dataset version {data.get('version')!r}; this code reads "
                            f"version {DATASET_VERSION}; rebuild it in a new directory")

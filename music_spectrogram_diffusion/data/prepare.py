@@ -53,6 +53,7 @@ import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 
+from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.data import sources
 from music_spectrogram_diffusion.data.piece_manifest import PieceManifest
 from music_spectrogram_diffusion.data.sources.base import SPLITS, SourceError, SourceRef
@@ -156,12 +157,11 @@ def load_prepared_manifest(data_dir: str | os.PathLike) -> PreparedManifest:
     """
     data_dir = os.path.abspath(os.fspath(data_dir))
     path = os.path.join(data_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        raise PrepareError(f"{path}: no prepared dataset here; prepare one with "
-                           f"`msd-prepare-dataset NAME --source DIR --out {data_dir}`")
+    data = file_io.read_json_object(
+        path, PrepareError, what="manifest",
+        missing="no prepared dataset here; prepare one with "
+                f"`msd-prepare-dataset NAME --source DIR --out {data_dir}`")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
         if data.get("format") != PREPARED_FORMAT or data.get("version") != PREPARED_VERSION:
             raise PrepareError(f"{path}: format {data.get('format')!r} version "
                                f"{data.get('version')!r}; this code reads {PREPARED_FORMAT!r} "
@@ -170,8 +170,6 @@ def load_prepared_manifest(data_dir: str | os.PathLike) -> PreparedManifest:
             data_dir=data_dir, dataset=data["dataset"], source_format=data["source_format"],
             pieces=tuple(PreparedPiece.from_json(p) for p in data["pieces"]),
             failures=tuple(PieceFailure(**f) for f in data["failures"]))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PrepareError(f"{path}: unreadable manifest ({e})") from e
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         if isinstance(e, PrepareError):
             raise

@@ -164,12 +164,14 @@ class ExampleSource:
         return dict(example, piece_id=piece.id)
 
 
-@dataclasses.dataclass
-class TaskBatchSource:
-    """The trainer's ``BatchSource`` for a task: example source + feature converter."""
+class ExampleBatchSource:
+    """The trainer's ``BatchSource`` over any ``example(seed, index)``: batch i is examples
+    i*B .. i*B+B-1 through ``converter``, so a batch is a pure function of (seed, index)."""
 
-    examples: ExampleSource
     converter: ContinuousFeatureConverter
+
+    def example(self, seed: int, index: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def get_batch(self, index: int, batch_size: int, *, seed: int,
                   rows: slice | None = None) -> dict[str, np.ndarray]:
@@ -177,7 +179,18 @@ class TaskBatchSource:
         ids = np.arange(index * batch_size, (index + 1) * batch_size)
         if rows is not None:
             ids = ids[rows]
-        return self.converter([self.examples.example(seed, int(i)) for i in ids])
+        return self.converter([self.example(seed, int(i)) for i in ids])
+
+
+@dataclasses.dataclass
+class TaskBatchSource(ExampleBatchSource):
+    """Batches of one task: its example source + feature converter."""
+
+    examples: ExampleSource
+    converter: ContinuousFeatureConverter
+
+    def example(self, seed: int, index: int) -> dict[str, np.ndarray]:
+        return self.examples.example(seed, index)
 
 
 def get_batch_source(

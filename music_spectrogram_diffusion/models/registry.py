@@ -16,7 +16,6 @@ newer version of the code, or edited by hand).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import typing
 from typing import Any
@@ -119,11 +118,5 @@ def read_model_config(model_dir: str) -> SpectrogramModel:
       ModelConfigError: the file is missing, not JSON, or does not describe a valid model.
     """
     path = model_config_path(model_dir)
-    try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-    except FileNotFoundError:
-        raise ModelConfigError(f"{path}: missing") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelConfigError(f"{path}: unreadable ({e})") from e
+    payload = file_io.read_json_object(path, ModelConfigError, what="model config", missing="missing")
     return model_from_json(payload, source=path)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from music_spectrogram_diffusion.cli import train as train_cli
-from music_spectrogram_diffusion.data import embedded_dataset
 from music_spectrogram_diffusion.training import checkpoints, summaries
 
 FAKE_MODEL_GIN = """
@@ -18,11 +17,8 @@ fake_models.FakeSpectrogramModel.with_context = True
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("embedded")
-    embedded_dataset.build_embedded_dataset(out, num_pieces=3, seed=0, num_workers=1,
-                                            progress=False, max_piece_seconds=12.0)
-    return str(out)
+def data_dir(small_embedded_dataset):
+    return small_embedded_dataset(max_piece_seconds=12.0)
 
 
 def _flags(model_gin, task_gin, model_dir, data_dir, steps, *extra):

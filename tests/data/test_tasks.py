@@ -14,11 +14,8 @@ FULL_VALIDATION = "synthesis_full_embedded_notes_ties_melgan_vb1_validation"
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("embedded")
-    embedded_dataset.build_embedded_dataset(out, num_pieces=3, seed=0, num_workers=1,
-                                            progress=False, max_piece_seconds=12.0)
-    return str(out)
+def data_dir(small_embedded_dataset):
+    return small_embedded_dataset(max_piece_seconds=12.0)
 
 
 def test_task_names_follow_the_original_scheme():

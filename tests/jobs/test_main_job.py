@@ -82,11 +82,8 @@ def test_mel_l1_check_compares_first_and_last_checkpoint():
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("embedded")
-    embedded_dataset.build_embedded_dataset(out, num_pieces=3, seed=0, num_workers=1,
-                                            progress=False, max_piece_seconds=8.0)
-    return str(out)
+def data_dir(small_embedded_dataset):
+    return small_embedded_dataset(max_piece_seconds=8.0)
 
 
 def _params(model_dir, step):

@@ -14,7 +14,6 @@ or log floor) is refused with a clear error instead of producing noise (see base
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -56,13 +55,9 @@ def write_vocoder_config(model_dir: str, *, features: FeatureConfig, configs: di
 def read_vocoder_config(model_dir: str) -> dict[str, Any]:
     """Reads and checks MODEL_DIR/vocoder_config.json."""
     path = os.path.join(model_dir, CONFIG_FILENAME)
-    if not os.path.isfile(path):
-        raise VocoderCheckpointError(f"{path}: not found; {model_dir} is not a trained vocoder directory")
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise VocoderCheckpointError(f"{path}: unreadable vocoder config ({e})") from e
+    payload = file_io.read_json_object(
+        path, VocoderCheckpointError, what="vocoder config",
+        missing=f"not found; {model_dir} is not a trained vocoder directory")
     known = (CONFIG_FORMAT,) + _LEGACY_FORMATS
     if not isinstance(payload, dict) or payload.get("format") not in known or "features" not in payload or (
         "generator" not in payload

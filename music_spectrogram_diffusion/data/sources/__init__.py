@@ -15,6 +15,8 @@ a release into the prepared layout the tasks read (``data/sources/registry.py``)
 
 from __future__ import annotations
 
+import importlib
+
 from music_spectrogram_diffusion.data.sources.base import (
     DatasetReader,
     SourceError,
@@ -27,7 +29,7 @@ DATASET_NAMES = ("maestrov3", "slakh", "cerberus4", "guitarset", "musicnet", "ur
 ALIASES = {"maestro": "maestrov3", "maestro3": "maestrov3", "slakh2100": "slakh"}
 SOURCE_FORMATS = ("raw", "tfrecord")
 
-__all__ = ["ALIASES", "DATASET_NAMES", "DatasetReader", "SOURCE_FORMATS", "SourceError",
+__all__ = ["ALIASES", "DATASET_NAMES", "DatasetReader", "READERS", "SOURCE_FORMATS", "SourceError",
            "SourcePiece", "SourceRef", "canonical_name", "get_reader"]
 
 
@@ -40,6 +42,20 @@ def canonical_name(name: str) -> str:
     return canonical
 
 
+# name -> (module, attribute) of its raw-release reader; imported on first use so reading one
+# dataset never imports the others' dependencies. A new dataset adds one row here, its name to
+# DATASET_NAMES and a DatasetSpec in data/sources/registry.py.
+READERS: dict[str, tuple[str, str]] = {
+    "maestrov3": ("maestro", "READER"),
+    "slakh": ("slakh", "READER"),
+    "cerberus4": ("slakh", "CERBERUS4_READER"),
+    "guitarset": ("guitarset", "READER"),
+    "musicnet": ("musicnet", "READER"),
+    "urmp": ("urmp", "READER"),
+}
+assert set(READERS) == set(DATASET_NAMES)
+
+
 def get_reader(name: str, source_format: str = "raw") -> DatasetReader:
     """The reader of dataset ``name`` for ``source_format`` 'raw' (the release) or 'tfrecord'."""
     name = canonical_name(name)
@@ -50,22 +66,5 @@ def get_reader(name: str, source_format: str = "raw") -> DatasetReader:
         from music_spectrogram_diffusion.data.sources import tfrecord
 
         return tfrecord.reader_for(name)
-    if name == "maestrov3":
-        from music_spectrogram_diffusion.data.sources import maestro
-
-        return maestro.READER
-    if name in ("slakh", "cerberus4"):
-        from music_spectrogram_diffusion.data.sources import slakh
-
-        return slakh.READER if name == "slakh" else slakh.CERBERUS4_READER
-    if name == "guitarset":
-        from music_spectrogram_diffusion.data.sources import guitarset
-
-        return guitarset.READER
-    if name == "musicnet":
-        from music_spectrogram_diffusion.data.sources import musicnet
-
-        return musicnet.READER
-    from music_spectrogram_diffusion.data.sources import urmp
-
-    return urmp.READER
+    module, attribute = READERS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)

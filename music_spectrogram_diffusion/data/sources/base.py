@@ -104,12 +104,20 @@ class SourcePiece:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetReader:
-    """A dataset release: its name (as in the original's task names) and its two functions."""
+    """A dataset release: its name (as in the original's task names), its two functions, and the
+    splits its release defines (every ``SourceRef`` it lists has one of them)."""
 
     name: str
     description: str
     list_pieces: Callable[..., list[SourceRef]]
     load_piece: Callable[[SourceRef], SourcePiece]
+    splits: tuple[str, ...] = ("train", "validation", "test")
+
+    def __post_init__(self):
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if unknown or "train" not in self.splits or "validation" not in self.splits:
+            raise ValueError(f"reader {self.name}: splits {self.splits} must include 'train' and "
+                             f"'validation' and be among {SPLITS}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,4 +98,5 @@ def load_piece(ref: SourceRef) -> SourcePiece:
 
 
 READER = base.DatasetReader(NAME, "GuitarSet (JAMS note_midi + mono mic audio)",
-                            list_pieces, load_piece)
+                            list_pieces, load_piece,
+                            splits=("train", "validation"))

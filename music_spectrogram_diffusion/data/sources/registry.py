@@ -38,21 +38,13 @@ from music_spectrogram_diffusion.data.feature_converters import (
     ContinuousFeatureConverter,
     make_feature_converter,
 )
-from music_spectrogram_diffusion.data.sources import DATASET_NAMES, canonical_name
+from music_spectrogram_diffusion.data.sources import DATASET_NAMES, canonical_name, get_reader
 from music_spectrogram_diffusion.data.vocabularies import DEFAULT_VOCABULARY, VocabularyConfig
 
 MEGA_NAME = "mega"
 MEGA_DATASETS = ("maestrov3", "guitarset", "urmp", "musicnet", "cerberus4", "slakh")
 MEGA_TEMPERATURE = 10 / 3
 PREFIXES = {False: "synthesis", True: "synthesis_with_context"}
-_DATASET_SPLITS = {
-    "maestrov3": ("train", "validation", "test"),
-    "slakh": ("train", "validation", "test"),
-    "cerberus4": ("train", "validation", "test"),
-    "musicnet": ("train", "validation", "test"),
-    "guitarset": ("train", "validation"),
-    "urmp": ("train", "validation"),
-}
 # Random windows drawn by a mixture to pick its member task: a stream of its own, so the
 # member's example (seeded by [seed, index]) does not depend on the choice.
 _MIXTURE_STREAM = 1
@@ -80,7 +72,7 @@ class PreparedPieces:
 def make_dataset_spec(name: str) -> dataset_specs.DatasetSpec:
     """The task-pipeline spec of a prepared dataset (programs are mapped by its reader)."""
     name = canonical_name(name)
-    splits = _DATASET_SPLITS[name]
+    splits = get_reader(name).splits  # each reader owns its release's splits
     return dataset_specs.DatasetSpec(
         name=name,
         splits=splits,
@@ -162,7 +154,7 @@ def register_mega_mixture(data_dirs: Mapping[str, str], *,
     return names
 
 
-class MixtureBatchSource:
+class MixtureBatchSource(tasks.ExampleBatchSource):
     """Model batches of the mega mixture without seqio (the trainer's numpy path).
 
     Example i is a pure function of (seed, i), as for a single task: a generator seeded with
@@ -182,14 +174,6 @@ class MixtureBatchSource:
         rng = np.random.default_rng([seed, index, _MIXTURE_STREAM])
         member = int(rng.choice(len(self.sources), p=self.probabilities))
         return dict(self.sources[member].example(seed, index), dataset=self.names[member])
-
-    def get_batch(self, index: int, batch_size: int, *, seed: int,
-                  rows: slice | None = None) -> dict[str, np.ndarray]:
-        """Batch ``index``: examples index*B .. index*B+B-1 (only ``rows`` of them if given)."""
-        ids = np.arange(index * batch_size, (index + 1) * batch_size)
-        if rows is not None:
-            ids = ids[rows]
-        return self.converter([self.example(seed, int(i)) for i in ids])
 
 
 def _parse_mixture(task_name: str) -> tuple[bool, str] | None:

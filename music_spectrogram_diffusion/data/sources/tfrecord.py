@@ -32,6 +32,7 @@ import struct
 
 import numpy as np
 
+from music_spectrogram_diffusion.data import sources
 from music_spectrogram_diffusion.data.sources import base, slakh, urmp
 from music_spectrogram_diffusion.data.sources.base import SourceError, SourcePiece, SourceRef
 
@@ -212,7 +213,8 @@ def reader_for(dataset: str) -> base.DatasetReader:
                          f"{', '.join(DATASETS)}")
 
     return base.DatasetReader(dataset, f"{dataset} TFRecords of the original pipeline (§3.1)",
-                              _ListTFRecords(dataset), load_piece)
+                              _ListTFRecords(dataset), load_piece,
+                              splits=sources.get_reader(dataset).splits)
 
 
 class _ListTFRecords:

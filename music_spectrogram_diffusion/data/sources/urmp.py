@@ -99,4 +99,5 @@ def load_piece(ref: SourceRef) -> SourcePiece:
 
 
 READER = base.DatasetReader(NAME, "URMP (AuMix WAV + Notes_*.txt per part)",
-                            list_pieces, load_piece)
+                            list_pieces, load_piece,
+                            splits=("train", "validation"))

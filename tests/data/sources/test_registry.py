@@ -149,3 +149,26 @@ def test_registered_seqio_tasks_yield_examples(data_root):
     segments = list(full.get_dataset(sequence_length=None, split="eval",
                                      shuffle=False).as_numpy_iterator())
     assert len(segments) == 1  # one 1.25 s validation piece: one segment
+
+
+@pytest.mark.parametrize("name,write", [
+    ("maestrov3", fixtures.write_maestro_release), ("slakh", fixtures.write_slakh_release),
+    ("guitarset", fixtures.write_guitarset_release),
+    ("musicnet", fixtures.write_musicnet_release), ("urmp", fixtures.write_urmp_release),
+])
+def test_each_reader_owns_the_splits_its_refs_use(tmp_path, name, write):
+    from music_spectrogram_diffusion.data.sources import get_reader
+
+    write(str(tmp_path))
+    reader = get_reader(name)
+    refs = reader.list_pieces(str(tmp_path))
+    assert refs and {ref.split for ref in refs} <= set(reader.splits)
+    assert registry.DATASET_SPECS[name].splits == reader.splits
+    assert get_reader(name, "tfrecord").splits == reader.splits
+
+
+def test_unknown_reader_lists_the_table():
+    from music_spectrogram_diffusion.data.sources import READERS, get_reader
+
+    with pytest.raises(ValueError, match="valid names: " + ", ".join(READERS)):
+        get_reader("lakh")
