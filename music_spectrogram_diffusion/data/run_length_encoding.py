@@ -144,13 +144,18 @@ def extract_sequence_with_indices(
         return body
     if state_events is None or state_event_index is None:
         raise ValueError("state_events and state_event_index are needed for a tie section")
-    snapshot = np.asarray(state_events[state_event_index:])
-    ends = np.flatnonzero(snapshot == state_events_end_token)
-    if not ends.size:
-        raise ValueError(
-            f"no end-of-state token {state_events_end_token} after state index {state_event_index}"
-        )
-    return np.concatenate([snapshot[: ends[0] + 1].astype(np.int32), body])
+    # Search growing runs, not the whole rest of the piece: a snapshot is a few tokens per
+    # sounding note, and the rest may be a long memory-mapped array (data/piece_store.py).
+    length = 64
+    while True:
+        snapshot = np.asarray(state_events[state_event_index:state_event_index + length])
+        ends = np.flatnonzero(snapshot == state_events_end_token)
+        if ends.size:
+            return np.concatenate([snapshot[: ends[0] + 1].astype(np.int32), body])
+        if state_event_index + length >= len(state_events):
+            raise ValueError(f"no end-of-state token {state_events_end_token} after state "
+                             f"index {state_event_index}")
+        length *= 4
 
 
 def run_length_encode_shifts(

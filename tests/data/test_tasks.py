@@ -1,7 +1,6 @@
 """Task registry and batch sources on a real (tiny) embedded dataset."""
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -68,18 +67,6 @@ def test_full_song_task_covers_each_piece_exactly(data_dir):
     batch = source.get_batch(0, source.examples.num_examples, seed=0)
     real = batch["target_frames"][batch["target_mask"] > 0]
     np.testing.assert_array_equal(real, piece.log_mel)
-
-
-def test_piece_cache_is_written_and_reused(data_dir):
-    tasks.get_batch_source(TRAIN, data_dir=data_dir)
-    cache = os.path.join(data_dir, "cache", dataset_specs.CACHE_VERSION, "embedded")
-    assert len([f for f in os.listdir(cache) if f.endswith(".npz")]) >= 1
-    ref = dataset_specs.EMBEDDED.pieces(data_dir, "train")[0]
-    store = dataset_specs.PieceStore(dataset_specs.EMBEDDED, os.path.join(data_dir, "cache"))
-    cached = store._read_cache(ref, store._cache_path(ref))
-    fresh = store._compute(ref)
-    np.testing.assert_array_equal(cached.log_mel, fresh.log_mel)
-    np.testing.assert_array_equal(cached.index.events, fresh.index.events)
 
 
 def test_unknown_task_and_split_name_valid_values(data_dir):
