@@ -115,6 +115,11 @@ class BatchLoader:
         # No reader threads: batch reading is Python-bound; parallelism comes from processes.
         dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0))
         if self.num_workers:
+            from absl import flags
+
+            # Grain's workers read absl flags; our commands parse their flags with argparse.
+            if not flags.FLAGS.is_parsed():
+                flags.FLAGS.mark_as_parsed()
             dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=self.num_workers, per_worker_buffer_size=self.prefetch))
         return iter(dataset)
