@@ -253,6 +253,71 @@ def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> 
     return source.get_batch(index, batch_size, seed=seed, rows=rows)
 
 
+def _host_batches(source: BatchSource, start: int, batch_size: int, seed: int):
+    """This host's rows of batches start, start+1, ... (batch s a pure function of (seed, s))."""
+    step = start
+    while True:
+        yield _host_batch(source, step, batch_size, seed)
+        step += 1
+
+
+class _DataWaitTimer:
+    """Wall time the loop spends blocked on the input iterator, as a fraction of the total."""
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self._waited = 0.0
+
+    def next(self, iterator):
+        t0 = time.perf_counter()
+        item = next(iterator)
+        self._waited += time.perf_counter() - t0
+        return item
+
+    def fraction(self) -> float:
+        return self._waited / max(time.perf_counter() - self._start, 1e-9)
+
+
+class _PendingMetrics:
+    """Device metrics of the steps not read back yet.
+
+    The loop reads them back only every ``log_period`` steps and before every checkpoint or
+    evaluation, so the host never waits for the device in between; then a non-finite loss
+    raises ``NonFiniteLossError`` naming the FIRST bad step (with on_nonfinite='stop'), and
+    since that check precedes every save, the checkpoints on disk are all finite.
+    """
+
+    MAX_IN_FLIGHT = 2  # steps dispatched ahead of the host; bounds the batches held on device
+
+    def __init__(self, model_dir: str, on_nonfinite: str):
+        self.model_dir, self.on_nonfinite = model_dir, on_nonfinite
+        self._steps: list[tuple[int, dict]] = []
+
+    def add(self, step: int, device_metrics: dict) -> None:
+        self._steps.append((step, device_metrics))
+
+    def bound_in_flight(self) -> None:
+        if len(self._steps) > self.MAX_IN_FLIGHT:
+            jax.block_until_ready(self._steps[-self.MAX_IN_FLIGHT - 1][1]["loss"])
+
+    def read_back(self) -> dict[str, float] | None:
+        """The newest step's metrics as floats (None if nothing is pending)."""
+        if not self._steps:
+            return None
+        steps, self._steps = self._steps, []
+        flags = jax.device_get([m["nonfinite"] for _, m in steps])
+        if self.on_nonfinite == "stop":
+            bad = [(s, m) for (s, m), flag in zip(steps, flags) if flag]
+            if bad:
+                first, m = bad[0]
+                loss, grad_norm = (float(v) for v in jax.device_get((m["loss"], m["grad_norm"])))
+                raise NonFiniteLossError(
+                    f"{self.model_dir}: non-finite loss at step {first} (loss={loss}, "
+                    f"grad_norm={grad_norm}); the last checkpoint is unchanged. "
+                    "Lower the learning rate, or set on_nonfinite='skip'.")
+        return {k: float(v) for k, v in jax.device_get(steps[-1][1]).items()}
+
+
 def _default_frozen_mask_fn():
     from music_spectrogram_diffusion.models.layers import frozen_param_mask
 
@@ -396,39 +461,46 @@ def train(
 
         progress = summaries.Progress(start_step, train_steps)
         metrics: dict[str, float] = {}
+        pending = _PendingMetrics(model_dir, on_nonfinite)
+        data_timer = _DataWaitTimer()
         step = start_step
         reason = None
         with mesh:
+            host_batches = _host_batches(train_data, start_step, batch_size, seed)
+            # The batch of the next step is read and put on the device while this step runs
+            # (steps are dispatched asynchronously; nothing is read back every step).
+            batch = partitioning.shard_batch(data_timer.next(host_batches), mesh)
             while step < train_steps:
-                host = _host_batch(train_data, step, batch_size, seed)
-                batch = partitioning.shard_batch(host, mesh)
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
+                pending.add(step, device_metrics)
                 step += 1
-                if on_nonfinite == "stop" or step % log_period == 0 or step == train_steps:
-                    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-                    if on_nonfinite == "stop" and metrics["nonfinite"]:
-                        raise NonFiniteLossError(
-                            f"{model_dir}: non-finite loss at step {step - 1} (loss={metrics['loss']}, "
-                            f"grad_norm={metrics['grad_norm']}); the last checkpoint is unchanged. "
-                            "Lower the learning rate, or set on_nonfinite='skip'."
-                        )
-                if step % log_period == 0 or step == train_steps:
+                if step < train_steps:
+                    batch = partitioning.shard_batch(data_timer.next(host_batches), mesh)
+                pending.bound_in_flight()
+                log = step % log_period == 0 or step == train_steps
+                reason = stop.reason(step) if step < train_steps else None
+                save_now = reason is not None or step % checkpoint.period == 0 or step == train_steps
+                evaluate = eval_data is not None and (step % eval_period == 0 or step == train_steps)
+                if log or save_now or evaluate:
+                    metrics = pending.read_back() or metrics  # raises on a non-finite loss
+                if log:
                     rate = progress.rate(step)
-                    metrics.update(steps_per_second=rate, examples_per_second=rate * batch_size)
-                    logger.info(progress.line(step, rate, metrics["loss"]))
+                    metrics.update(steps_per_second=rate, examples_per_second=rate * batch_size,
+                                   data_wait_fraction=data_timer.fraction())
+                    logger.info("%s; data wait %.1f%%", progress.line(step, rate, metrics["loss"]),
+                                100 * metrics["data_wait_fraction"])
                     if writers:
                         writers["train"].scalars(step, metrics)
-                if eval_data is not None and (step % eval_period == 0 or step == train_steps):
+                if evaluate:
                     _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed,
                               jax.random.fold_in(eval_key, step), step, writers.get("eval"),
                               eval_images, predict_options or {}, model_dir, mesh)
-                reason = stop.reason(step) if step < train_steps else None
                 if reason is not None:
                     logger.warning("%s at step %d: saving a checkpoint and stopping",
                                    STOP_MESSAGES[reason], step)
                     save(state)
                     break
-                if step % checkpoint.period == 0 or step == train_steps:
+                if save_now:
                     save(state)
         store.wait()
         for writer in writers.values():
@@ -452,9 +524,17 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
     logger.info("eval at step %d: loss %.5g", step, totals.get("loss", float("nan")))
     if writer is not None:
         writer.scalars(step, totals)
+    params = state.params
+    if eval_images and jax.process_count() > 1:
+        # Process 0 samples alone from a host copy of the (possibly sharded) parameters;
+        # gathering them is a collective every process takes part in.
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params)
+        first = eval_data.get_batch(0, batch_size, seed=seed, rows=slice(0, 1))
     if eval_images and first is not None and writer is not None:
         one = {k: np.asarray(v[:1]) for k, v in first.items()}
-        predicted = np.asarray(model.predict(state.params, one, key, **predict_options))[0]
+        predicted = np.asarray(model.predict(params, one, key, **predict_options))[0]
         png, height, width = summaries.spectrogram_comparison_png(one["target_frames"][0], predicted)
         writer.image(step, "spectrogram/target_vs_sampled", png, height, width)
         path = os.path.join(model_dir, "eval", f"spectrogram_step_{step}.png")
