@@ -530,7 +530,7 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
         # gathering them is a collective every process takes part in.
         from jax.experimental import multihost_utils
 
-        params = multihost_utils.process_allgather(params)
+        params = multihost_utils.process_allgather(params, tiled=True)
         first = eval_data.get_batch(0, batch_size, seed=seed, rows=slice(0, 1))
     if eval_images and first is not None and writer is not None:
         one = {k: np.asarray(v[:1]) for k, v in first.items()}
