@@ -77,6 +77,7 @@ setuptools.setup(
             "msd-synthesize=music_spectrogram_diffusion.cli.synthesize:main",
             "msd-evaluate=music_spectrogram_diffusion.cli.evaluate:main",
             "msd-prepare-dataset=music_spectrogram_diffusion.cli.prepare_dataset:main",
+            "msd-build-store=music_spectrogram_diffusion.cli.build_store:main",
         ],
     },
 )

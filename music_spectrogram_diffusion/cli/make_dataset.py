@@ -15,6 +15,7 @@ import sys
 
 from music_spectrogram_diffusion.cli import dataset_build
 from music_spectrogram_diffusion.data import embedded_dataset
+from music_spectrogram_diffusion.data.piece_store import StoreError
 from music_spectrogram_diffusion.data.rendering import RenderError
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         max_piece_seconds=args.max_piece_seconds,
     )
     manifest = dataset_build.build_and_report(
-        "msd-make-dataset", build, (embedded_dataset.DatasetError, RenderError))
+        "msd-make-dataset", build, (embedded_dataset.DatasetError, RenderError, StoreError))
     return 2 if manifest is None else 0
 
 

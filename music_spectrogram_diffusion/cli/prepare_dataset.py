@@ -20,6 +20,7 @@ import sys
 
 from music_spectrogram_diffusion.cli import dataset_build
 from music_spectrogram_diffusion.data import prepare, sources
+from music_spectrogram_diffusion.data.piece_store import StoreError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare.prepare_dataset, args.name, args.source, args.out,
         source_format=args.source_format, num_workers=args.num_workers, progress=not args.quiet,
         reader_options=options)
-    manifest = dataset_build.build_and_report("msd-prepare-dataset", build, (prepare.PrepareError,))
+    manifest = dataset_build.build_and_report("msd-prepare-dataset", build,
+                                          (prepare.PrepareError, StoreError))
     if manifest is None:
         return 2
     if not manifest.pieces:

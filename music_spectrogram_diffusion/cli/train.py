@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(train_fn, config_text: str) -> int:
     from music_spectrogram_diffusion.data.embedded_dataset import DatasetError
+    from music_spectrogram_diffusion.data.piece_store import StoreError
     from music_spectrogram_diffusion.training.trainer import NonFiniteLossError
 
     try:
         result = train_fn(config_text=config_text)
-    except (DatasetError, NonFiniteLossError) as e:
+    except (DatasetError, StoreError, NonFiniteLossError) as e:
         print(f"{PROG}: error: {gin_config.first_line(e)}", file=sys.stderr)
         return 1
     except ValueError as e:

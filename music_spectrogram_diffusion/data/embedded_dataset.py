@@ -14,6 +14,8 @@ Layout of a dataset directory::
     audio/<id>.wav       its 16 kHz mono 16-bit rendering (the model's target)
     pieces/<id>.json     per-source record (the entry or why the source was skipped), so an
                          interrupted or repeated build reuses finished pieces
+    store/               every piece's log-mel and note index, read window by window in
+                         training (``data/piece_store.py``); built after the manifest
 
 Determinism: a seed fixes the order in which corpus sources are tried; each piece's tempo,
 instruments, velocities and drums come from a generator seeded by (seed, piece id), so a piece
@@ -287,6 +289,10 @@ def build_embedded_dataset(
                        len(pieces), num_pieces, len(skipped))
     manifest = Manifest(os.path.abspath(out_dir), config, tuple(pieces), tuple(skipped))
     write_json_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
+    from music_spectrogram_diffusion.data import dataset_specs, piece_store
+
+    piece_store.build_store(out_dir, dataset_specs.EMBEDDED, num_workers=num_workers,
+                            progress=progress)
     return manifest
 
 

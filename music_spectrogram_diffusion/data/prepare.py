@@ -13,6 +13,8 @@ embedded dataset uses, so the same task machinery reads both (``data/sources/reg
     midi/<id>.mid      the piece's notes in the form of spec §1.2: programs and drums mapped
                        per the dataset's instrument table, sustain applied, no pitch bends
     pieces/<id>.json   per-piece record, written after its WAV and MIDI files
+    store/             every piece's log-mel and note index, read window by window in
+                       training (``data/piece_store.py``); built after the manifest
 
 Re-running in the same directory skips every piece whose record matches the source files
 (path, size, modification time) and whose outputs exist, so an interrupted run resumes where
@@ -329,7 +331,8 @@ def prepare_dataset(
         raise PrepareError(f"{source_dir}: several pieces share the ids {duplicates[:5]}")
     os.makedirs(out_dir, exist_ok=True)
     outcomes = _run(dataset, source_format, refs, out_dir, num_workers, progress)
-    return _finish(dataset, source_format, refs, outcomes, out_dir)
+    return _finish(dataset, source_format, refs, outcomes, out_dir, num_workers=num_workers,
+                   progress=progress)
 
 
 def _run(dataset, source_format, refs, out_dir, num_workers, progress):
@@ -370,13 +373,21 @@ def _run(dataset, source_format, refs, out_dir, num_workers, progress):
     return outcomes
 
 
-def _finish(dataset, source_format, refs, outcomes, out_dir) -> PreparedManifest:
+def _finish(dataset, source_format, refs, outcomes, out_dir, *, num_workers: int = 1,
+            progress: bool = False) -> PreparedManifest:
+    """Writes the manifest, then the piece store of its pieces (``data/piece_store.py``)."""
+    from music_spectrogram_diffusion.data import piece_store
+    from music_spectrogram_diffusion.data.sources import registry
+
     ordered = [outcomes[ref.id] for ref in refs]
     manifest = PreparedManifest(
         data_dir=out_dir, dataset=dataset, source_format=source_format,
         pieces=tuple(o for o in ordered if isinstance(o, PreparedPiece)),
         failures=tuple(o for o in ordered if isinstance(o, PieceFailure)))
     write_json_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
+    if manifest.pieces:
+        piece_store.build_store(out_dir, registry.DATASET_SPECS[dataset],
+                                num_workers=num_workers, progress=progress)
     return manifest
 
 

@@ -144,13 +144,18 @@ def extract_sequence_with_indices(
         return body
     if state_events is None or state_event_index is None:
         raise ValueError("state_events and state_event_index are needed for a tie section")
-    snapshot = np.asarray(state_events[state_event_index:])
-    ends = np.flatnonzero(snapshot == state_events_end_token)
-    if not ends.size:
-        raise ValueError(
-            f"no end-of-state token {state_events_end_token} after state index {state_event_index}"
-        )
-    return np.concatenate([snapshot[: ends[0] + 1].astype(np.int32), body])
+    # Search growing runs, not the whole rest of the piece: a snapshot is a few tokens per
+    # sounding note, and the rest may be a long memory-mapped array (data/piece_store.py).
+    length = 64
+    while True:
+        snapshot = np.asarray(state_events[state_event_index:state_event_index + length])
+        ends = np.flatnonzero(snapshot == state_events_end_token)
+        if ends.size:
+            return np.concatenate([snapshot[: ends[0] + 1].astype(np.int32), body])
+        if state_event_index + length >= len(state_events):
+            raise ValueError(f"no end-of-state token {state_events_end_token} after state "
+                             f"index {state_event_index}")
+        length *= 4
 
 
 def run_length_encode_shifts(
@@ -169,33 +174,32 @@ def run_length_encode_shifts(
     Returns:
       [num_tokens] int32 codec ids.
     """
-    state_ranges = [codec.event_type_range(t) for t in state_change_event_types]
-    # Codec id 0 is shift 0, never a state-change type, so the first value is always kept.
-    current_state = [0] * len(state_ranges)
-    output: list[int] = []
-    shift_steps = 0
-    total_shift_steps = 0
-    for event in np.asarray(codec_ids).tolist():
-        if codec.is_shift_event_index(event):
-            shift_steps += 1
-            total_shift_steps += 1
-            continue
-        is_redundant = False
-        for i, (first, last) in enumerate(state_ranges):
-            if first <= event <= last:
-                is_redundant = current_state[i] == event
-                current_state[i] = event
-        if is_redundant:
-            continue
-        if shift_steps > 0:
-            remaining = total_shift_steps
-            while remaining > 0:
-                step = min(codec.max_shift_steps, remaining)
-                output.append(step)  # shift k has codec id k (shift is the first range)
-                remaining -= step
-            shift_steps = 0
-        output.append(event)
-    return np.asarray(output, dtype=np.int32)
+    # Vectorised (this runs once per training example): the same tokens as the loop
+    # "count shifts; drop an event that repeats its type's last value; before each emitted
+    # event after pending shifts, emit the total in tokens of at most max_shift_steps".
+    codec_ids = np.asarray(codec_ids, dtype=np.int64)
+    first_shift, last_shift = codec.event_type_range("shift")
+    is_shift = (codec_ids >= first_shift) & (codec_ids <= last_shift)
+    shifts_before = np.cumsum(is_shift)[~is_shift]  # [num_other] total steps before each event
+    others = codec_ids[~is_shift]
+    keep = np.ones(len(others), bool)
+    for first, last in (codec.event_type_range(t) for t in state_change_event_types):
+        # Codec id 0 is shift 0, never a state-change type, so the first value is always kept.
+        in_range = np.flatnonzero((others >= first) & (others <= last))
+        values = others[in_range]
+        keep[in_range[1:]] &= values[1:] != values[:-1]
+    events, totals = others[keep], shifts_before[keep]
+    pending = np.diff(totals, prepend=0) > 0  # shifts since the previous emitted event
+    max_shift = codec.max_shift_steps
+    remainders = np.where(pending, totals % max_shift, 0)
+    num_shift_tokens = np.where(pending, totals // max_shift + (remainders > 0), 0)
+    event_positions = np.cumsum(num_shift_tokens + 1) - 1
+    # shift k has codec id k (shift is the first range): full shifts, then the remainder.
+    output = np.full(int(event_positions[-1]) + 1 if len(events) else 0, max_shift, np.int32)
+    output[event_positions] = events
+    last_shift_token = event_positions[remainders > 0] - 1
+    output[last_shift_token] = remainders[remainders > 0]
+    return output
 
 
 def decode_events(

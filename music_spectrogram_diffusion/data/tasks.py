@@ -12,11 +12,13 @@ prefix ``synthesis`` (no context) or ``synthesis_with_context``. For a dataset s
   ``..._eval``              a mixture of the eval tasks marked for it (rate 1)
 
 Examples come from ``data/windows.py`` over whole songs (not 40 s cached chunks, §11.2), each
-piece's log-mel and EventIndex computed once (``dataset_specs.PieceStore``). A training example
+piece's log-mel and EventIndex computed once and read window by window from the dataset's piece
+store (``data/piece_store.py``), so no split is held in memory. A training example
 is a pure function of (seed, example index): example i uses ``np.random.default_rng([seed, i])``
 to pick a piece (weighted by its number of possible windows, so every window of the split is
 equally likely) and then the window. Batch s of size B holds examples s*B .. s*B+B-1, so after
-a resume the data position is re-derived from the step alone.
+a resume the data position is re-derived from the step alone (``data/loader.py`` reads
+batches in Grain worker processes and saves that position in checkpoints).
 
 Nothing is registered on import: call ``register_tasks(data_dir)`` (seqio, imports
 TensorFlow) or ``get_batch_source(...)`` (numpy only; what the trainer uses).
@@ -32,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from music_spectrogram_diffusion.data import dataset_specs, windows
+from music_spectrogram_diffusion.data import dataset_specs, piece_store, windows
 from music_spectrogram_diffusion.data.feature_converters import (
     ContinuousFeatureConverter,
     make_feature_converter,
@@ -43,7 +45,6 @@ from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 logger = logging.getLogger(__name__)
 
 KINDS = ("train", "eval", "full")
-CACHE_DIR_NAME = "cache"
 _LOCK = threading.Lock()
 _SEQIO_REGISTERED: dict[str, str] = {}  # task or mixture name -> data_dir it was registered for
 
@@ -113,10 +114,13 @@ def get_task_spec(name: str, dataset: dataset_specs.DatasetSpec = dataset_specs.
 
 
 class ExampleSource:
-    """Task examples of one (task, split), by index.
+    """Task examples of one (task, split), by index, read lazily from the piece store.
 
-    Random-window tasks are unbounded (``num_examples`` None); full-song tasks have exactly one
-    example per segment, in piece order.
+    Opening reads the store's index (``data/piece_store.py``; built on first use if the folder
+    predates it); an example reads only its window's frames and events from the store's
+    memory-mapped shards, so memory does not grow with the dataset. Random-window tasks are
+    unbounded (``num_examples`` None); full-song tasks have exactly one example per segment,
+    in piece order. Pickles without array data (the loader's worker processes reopen the maps).
     """
 
     def __init__(self, task: TaskSpec, split: str, data_dir: str, *,
@@ -132,36 +136,50 @@ class ExampleSource:
         if not refs:
             raise ValueError(f"{data_dir}: dataset {task.dataset.name!r} has no pieces in split "
                              f"{task.splits[split]!r} (task {task.name})")
-        store = dataset_specs.PieceStore(task.dataset, os.path.join(data_dir, CACHE_DIR_NAME),
-                                         vocab=vocab, features=features)
-        self.pieces = [store.load(ref) for ref in refs]
+        self.store = piece_store.open_store(data_dir, task.dataset, vocab=vocab,
+                                            features=features)
+        self._rows = self.store.rows_of(refs)
+        frames = self.store.num_frames(self._rows).astype(np.float64)
         if task.kind == "full":
-            self._segments = [
-                dict(segment, piece_id=piece.id, segment_index=k)
-                for piece in self.pieces
-                for k, segment in enumerate(windows.full_song_segments(
-                    piece.log_mel, piece.index, vocab=vocab, features=features))
-            ]
+            # Segment k of the split is segment k - _first_segment[p] of piece p (spec §2.4).
+            counts = -(-frames.astype(np.int64) // features.segment_frames)
+            self._first_segment = np.concatenate([[0], np.cumsum(counts)])
         else:
-            frames = np.array([p.log_mel.shape[0] for p in self.pieces], np.float64)
             # Number of distinct windows per piece (windows.draw_target_window).
             starts = frames if task.with_context else frames + features.segment_frames - 1
             self._weights = starts / starts.sum()
 
     @property
+    def pieces(self) -> list[dataset_specs.Piece]:
+        """The split's pieces, as views into the store (nothing is read until sliced)."""
+        return [self.store.piece(row) for row in self._rows]
+
+    @property
     def num_examples(self) -> int | None:
-        return len(self._segments) if self.task.kind == "full" else None
+        return int(self._first_segment[-1]) if self.task.kind == "full" else None
 
     def example(self, seed: int, index: int) -> dict[str, np.ndarray]:
         """Example ``index``: a pure function of (seed, index) (full-song: of index alone)."""
         if self.task.kind == "full":
-            return self._segments[index % len(self._segments)]
+            return self._segment(index % int(self._first_segment[-1]))
         rng = np.random.default_rng([seed, index])
-        piece = self.pieces[int(rng.choice(len(self.pieces), p=self._weights))]
+        piece = self.store.piece(self._rows[int(rng.choice(len(self._rows), p=self._weights))])
         example = windows.training_example(piece.log_mel, piece.index, rng,
                                            with_context=self.task.with_context,
                                            vocab=self.vocab, features=self.features)
         return dict(example, piece_id=piece.id)
+
+    def _segment(self, index: int) -> dict[str, np.ndarray]:
+        """Segment ``index`` of the split, as ``windows.full_song_segments`` cuts its piece."""
+        k = int(np.searchsorted(self._first_segment, index, side="right")) - 1
+        piece = self.store.piece(self._rows[k])
+        segment_index = index - int(self._first_segment[k])
+        length = self.features.segment_frames
+        start = segment_index * length
+        segment = windows.window_example(
+            piece.log_mel, piece.index, start, min(start + length, piece.log_mel.shape[0]),
+            with_context=False, vocab=self.vocab, features=self.features)
+        return dict(segment, piece_id=piece.id, segment_index=segment_index)
 
 
 class ExampleBatchSource:

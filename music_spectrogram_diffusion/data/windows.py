@@ -67,8 +67,9 @@ def _padded_frames(
     pad_value: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # ([length, mels] float32, [length] float32 mask)
     """Song frames [start, end) at positions [0, end - start), then pad_value; and the mask."""
-    frames = np.full((length, log_mel.shape[1]), pad_value, np.float32)
+    frames = np.empty((length, log_mel.shape[1]), np.float32)  # each row written once
     frames[: end - start] = log_mel[start:end]
+    frames[end - start:] = pad_value
     mask = np.zeros(length, np.float32)
     mask[: end - start] = 1.0
     return frames, mask

@@ -137,3 +137,48 @@ def test_decode_events_max_time_and_invalid_events():
     # kept; from the shift past max_time on, 3 tokens are dropped.
     assert (invalid, dropped) == (2, 3)
     assert seen == [(1.03, "pitch", 60), (1.06, "pitch", 61)]
+
+
+def _run_length_encode_loop(codec_ids, codec, state_change_event_types=()):
+    """The loop that the vectorised run_length_encode_shifts replaced (the original's)."""
+    state_ranges = [codec.event_type_range(t) for t in state_change_event_types]
+    current_state = [0] * len(state_ranges)
+    output, shift_steps, total_shift_steps = [], 0, 0
+    for event in codec_ids:
+        if codec.is_shift_event_index(event):
+            shift_steps += 1
+            total_shift_steps += 1
+            continue
+        is_redundant = False
+        for i, (first, last) in enumerate(state_ranges):
+            if first <= event <= last:
+                is_redundant = current_state[i] == event
+                current_state[i] = event
+        if is_redundant:
+            continue
+        if shift_steps > 0:
+            remaining = total_shift_steps
+            while remaining > 0:
+                step = min(codec.max_shift_steps, remaining)
+                output.append(step)
+                remaining -= step
+            shift_steps = 0
+        output.append(event)
+    return output
+
+
+def test_vectorised_run_length_encoding_matches_the_loop_on_random_streams():
+    rng = np.random.default_rng(0)
+    velocity, program = CODEC.event_type_range("velocity"), CODEC.event_type_range("program")
+    others = np.r_[np.arange(velocity[0], velocity[0] + 3), np.arange(program[0], program[0] + 3),
+                   np.arange(160, 170)]
+    for trial in range(300):
+        length = int(rng.integers(0, 400))
+        # Mostly single shifts (id 1), with runs long enough to need several shift tokens.
+        ids = np.where(rng.random(length) < rng.uniform(0.3, 0.995), 1,
+                       rng.choice(others, size=length))
+        for types in ((), ("velocity", "program"), ("program",)):
+            expected = _run_length_encode_loop(ids.tolist(), CODEC, types)
+            got = rle.run_length_encode_shifts(ids, CODEC, types)
+            assert got.dtype == np.int32
+            np.testing.assert_array_equal(got, expected, err_msg=f"trial {trial} {types}")

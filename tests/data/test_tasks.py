@@ -1,7 +1,6 @@
 """Task registry and batch sources on a real (tiny) embedded dataset."""
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -70,18 +69,6 @@ def test_full_song_task_covers_each_piece_exactly(data_dir):
     np.testing.assert_array_equal(real, piece.log_mel)
 
 
-def test_piece_cache_is_written_and_reused(data_dir):
-    tasks.get_batch_source(TRAIN, data_dir=data_dir)
-    cache = os.path.join(data_dir, "cache", dataset_specs.CACHE_VERSION, "embedded")
-    assert len([f for f in os.listdir(cache) if f.endswith(".npz")]) >= 1
-    ref = dataset_specs.EMBEDDED.pieces(data_dir, "train")[0]
-    store = dataset_specs.PieceStore(dataset_specs.EMBEDDED, os.path.join(data_dir, "cache"))
-    cached = store._read_cache(ref, store._cache_path(ref))
-    fresh = store._compute(ref)
-    np.testing.assert_array_equal(cached.log_mel, fresh.log_mel)
-    np.testing.assert_array_equal(cached.index.events, fresh.index.events)
-
-
 def test_unknown_task_and_split_name_valid_values(data_dir):
     with pytest.raises(ValueError, match="synthesis_embedded_notes_ties_melgan_vb1_train"):
         tasks.get_batch_source("synthesis_embedded_notes_melgan_train", data_dir=data_dir)
@@ -109,3 +96,27 @@ def test_seqio_registration_is_explicit_and_idempotent(data_dir, tmp_path):
     first = next(iter(ds.as_numpy_iterator()))
     reference = tasks.ExampleSource(tasks.get_task_spec(task_name, spec), "train", data_dir)
     np.testing.assert_array_equal(first["target_frames"], reference.example(5, 0)["target_frames"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [CONTEXT_TRAIN, TRAIN])
+def test_seqio_task_and_the_trainers_loader_yield_the_same_examples(data_dir, name):
+    """Users name tasks through seqio; the trainer reads them through BatchLoader: example i of
+    seed s is the same either way (row i % B of batch i // B)."""
+    import seqio
+
+    from music_spectrogram_diffusion.data.loader import BatchLoader
+
+    tasks.register_tasks(data_dir)
+    dataset = seqio.get_mixture_or_task(name).get_dataset(
+        None, split="train", shuffle=False, seed=11)
+    from_seqio = list(dataset.take(6).as_numpy_iterator())
+    batches = BatchLoader(tasks.get_batch_source(name, data_dir=data_dir), batch_size=3,
+                          seed=11, end_step=2)
+    rows = [{k: v[r] for k, v in batch.items()} for _, batch in batches for r in range(3)]
+    for index, (seqio_example, row) in enumerate(zip(from_seqio, rows)):
+        for key, value in seqio_example.items():
+            np.testing.assert_array_equal(value, row[key], err_msg=f"{key} of example {index}")
+        if "context_frames" not in seqio_example:  # no-context tasks: the loader zeroes it
+            assert not row["context_mask"].any()
+    assert len(rows) == len(from_seqio) == 6
