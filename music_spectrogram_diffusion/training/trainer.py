@@ -5,9 +5,10 @@ accumulation over microbatches inside one ``lax.scan``, the dropout key passed i
 (``train`` derives it as ``fold_in(key(seed), step)``, so a resumed run draws the same dropout
 as an uninterrupted one), and an optional skip of non-finite updates. ``train`` builds the mesh
 and sharded state, resumes from the newest complete checkpoint in ``model_dir``, and loops:
-batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), so the
-data position after a resume is re-derived from the step, and nothing about the input pipeline
-needs saving. Train-eval loss and target-vs-sampled spectrogram images are written every
+batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), read ahead
+by ``data.loader.BatchLoader`` (Grain worker processes) and put on the device while the previous
+step runs; every checkpoint records the loader's position (``metadata['data']``), and a resumed
+run continues from it, so it sees exactly the batches of an uninterrupted one. Train-eval loss and target-vs-sampled spectrogram images are written every
 ``eval_period`` steps. A run stops early, saving a checkpoint and returning cleanly, on SIGTERM,
 at a wall-clock deadline (``max_seconds``) or when the caller's ``should_stop(step)`` says so;
 ``save_initial_checkpoint`` also saves the untrained state as checkpoint_0, so a job can
@@ -33,6 +34,7 @@ from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 from music_spectrogram_diffusion.training import optimizers as opt_lib
 from music_spectrogram_diffusion.training import partitioning, summaries
 from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion.data import loader as data_loader
 from music_spectrogram_diffusion.models import registry
 from music_spectrogram_diffusion.models.contract import SpectrogramModel
 from music_spectrogram_diffusion.training.train_state import (
@@ -44,6 +46,7 @@ from music_spectrogram_diffusion.training.train_state import (
 logger = logging.getLogger(__name__)
 
 NONFINITE_ACTIONS = ("stop", "skip")
+DATA_ITEM = "data"  # checkpoint metadata key of the input iterator's position
 MICROBATCH_REDUCTIONS = ("mean", "sum")
 
 
@@ -253,12 +256,22 @@ def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> 
     return source.get_batch(index, batch_size, seed=seed, rows=rows)
 
 
-def _host_batches(source: BatchSource, start: int, batch_size: int, seed: int):
-    """This host's rows of batches start, start+1, ... (batch s a pure function of (seed, s))."""
-    step = start
-    while True:
-        yield _host_batch(source, step, batch_size, seed)
-        step += 1
+def _make_loader(source: BatchSource, *, batch_size: int, seed: int, start_step: int,
+                 end_step: int, metadata: dict | None, num_workers: int, prefetch: int
+                 ) -> data_loader.BatchLoader:
+    """This host's loader of batches start_step, start_step + 1, ..., continuing the saved
+    iterator position of a resumed run (which must agree with the state's step)."""
+    rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
+    options = dict(rows=rows, num_workers=num_workers, prefetch=prefetch, end_step=end_step)
+    saved = (metadata or {}).get(DATA_ITEM)
+    if saved is not None and saved.get("batch_size") == batch_size and saved.get("seed") == seed:
+        if saved.get("next_step") != start_step:
+            raise ckpt_lib.CheckpointError(
+                f"checkpoint_{start_step}: its data position {saved} disagrees with its step "
+                f"{start_step}; the checkpoint is inconsistent, delete it to resume from the one before")
+        return data_loader.BatchLoader.from_state(source, saved, **options)
+    return data_loader.BatchLoader(source, batch_size=batch_size, seed=seed,
+                                   start_step=start_step, **options)
 
 
 class _DataWaitTimer:
@@ -350,6 +363,8 @@ def train(
     save_initial_checkpoint: bool = False,
     max_seconds: float | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    data_workers: int = 0,
+    data_prefetch: int = 2,
 ) -> TrainResult:
     """Trains ``model`` to ``train_steps`` steps, resuming from ``model_dir`` if it has checkpoints.
 
@@ -379,6 +394,9 @@ def train(
         saves a checkpoint and returns with ``stop_reason='deadline'``. None: no deadline.
       should_stop: called with the step after every step; True saves and returns with
         ``stop_reason='should_stop'``.
+      data_workers, data_prefetch: Grain worker processes reading training batches ahead, and
+        the batches each keeps ready (``data.loader.BatchLoader``); 0 workers reads in this
+        process. The batches are the same for any number of workers.
     """
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
@@ -410,9 +428,10 @@ def train(
             restored = ckpt_lib.restore_checkpoint(initial_checkpoint,
                                                    abstract_state(state, shardings))
             logger.info("Initialised from %s", initial_checkpoint)
-        start_step = 0
+        start_step, resumed_metadata = 0, None
         if restored is not None:
             state, metadata, _ = restored
+            resumed_metadata = None if fresh else metadata
             start_step = int(state.step)
             if metadata.get("batch_size") not in (None, batch_size):
                 logger.warning(
@@ -423,6 +442,10 @@ def train(
             if not fresh:
                 logger.info("Resumed from %s at step %d",
                             ckpt_lib.checkpoint_path(model_dir, start_step), start_step)
+        loader = _make_loader(train_data, batch_size=batch_size, seed=seed, start_step=start_step,
+                              end_step=train_steps, metadata=resumed_metadata,
+                              num_workers=data_workers, prefetch=data_prefetch)
+        loader.start_prefetch()  # the workers read ahead while the step compiles
         if jax.process_index() == 0:
             if config_text is not None:
                 ckpt_lib.write_config(model_dir, config_text)
@@ -452,8 +475,11 @@ def train(
             }
 
         def save(state):
+            # The loader has already handed out the batch of step state.step (read ahead for
+            # the next step), so the position to resume from is the state's step.
             metadata = {"examples_seen": int(state.step) * batch_size, "data_seed": seed,
-                        "batch_size": batch_size, "time": time.time()}
+                        "batch_size": batch_size, "time": time.time(),
+                        DATA_ITEM: dict(loader.get_state(), next_step=int(state.step))}
             store.save(state, metadata)
 
         if fresh and save_initial_checkpoint:
@@ -465,17 +491,16 @@ def train(
         data_timer = _DataWaitTimer()
         step = start_step
         reason = None
-        with mesh:
-            host_batches = _host_batches(train_data, start_step, batch_size, seed)
+        with mesh, loader:
             # The batch of the next step is read and put on the device while this step runs
             # (steps are dispatched asynchronously; nothing is read back every step).
-            batch = partitioning.shard_batch(data_timer.next(host_batches), mesh)
+            batch = partitioning.shard_batch(data_timer.next(loader)[1], mesh)
             while step < train_steps:
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
                 pending.add(step, device_metrics)
                 step += 1
                 if step < train_steps:
-                    batch = partitioning.shard_batch(data_timer.next(host_batches), mesh)
+                    batch = partitioning.shard_batch(data_timer.next(loader)[1], mesh)
                 pending.bound_in_flight()
                 log = step % log_period == 0 or step == train_steps
                 reason = stop.reason(step) if step < train_steps else None

@@ -1,6 +1,7 @@
 """The pure train step: gradient accumulation, explicit dropout keys, non-finite handling."""
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -169,3 +170,26 @@ def test_model_json_is_written_for_registered_models(tmp_path):
     trainer.train(model=model, train_data=fake_models.FakeBatchSource(),
                   model_dir=str(tmp_path / "ar"), train_steps=1, batch_size=1, seed=0)
     assert registry.read_model_config(str(tmp_path / "ar")) == model
+
+
+def test_loader_workers_give_the_same_run_and_checkpoints_hold_its_position(tmp_path):
+    import orbax.checkpoint as ocp
+
+    from music_spectrogram_diffusion.training import checkpoints
+
+    results = {}
+    for workers in (0, 2):
+        model_dir = tmp_path / f"workers{workers}"
+        trainer.train(model=fake_models.FakeSpectrogramModel(),
+                      train_data=fake_models.FakeBatchSource(), model_dir=str(model_dir),
+                      train_steps=3, batch_size=2, seed=0, log_period=1, data_workers=workers,
+                      checkpoint=checkpoints.CheckpointConfig(period=3, keep=None),
+                      frozen_param_mask_fn=fake_models.frozen_param_mask)
+        path = os.path.join(checkpoints.checkpoint_path(str(model_dir), 3), "metadata")
+        metadata = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+        assert metadata["data"] == {"next_step": 3, "seed": 0, "batch_size": 2}
+        tree = ocp.StandardCheckpointer().restore(
+            os.path.join(checkpoints.checkpoint_path(str(model_dir), 3), "state"))
+        results[workers] = jax.tree.leaves(tree["params"])
+    for a, b in zip(results[0], results[2]):
+        np.testing.assert_array_equal(a, b)
