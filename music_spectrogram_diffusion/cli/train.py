@@ -11,6 +11,14 @@ the files. The script parses flags
 and gin, then calls ``training.trainer.train`` as configured (train.gin binds it). Re-running
 the same command resumes from the newest checkpoint in MODEL_DIR. Exits 2 with one message on
 a bad gin file or binding, 1 on a data or training error.
+
+Multi-process runs (one process per host, t5x's flags): every process runs the same command with
+
+    --coordinator_address=HOST0:PORT --process_count=N --process_index=I
+
+(or $JAX_COORDINATOR_ADDRESS / $JAX_NUM_PROCESSES / $JAX_PROCESS_ID; ``--multiprocess`` lets
+jax.distributed read a cluster launcher's environment instead: TPU pods, SLURM, Open MPI). CPU
+processes use gloo collectives, so this also runs on one machine over 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,7 +36,24 @@ PROG = "msd-train"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     gin_flags.add_gin_flags(parser, required_macros=("MODEL_DIR",))
+    group = parser.add_argument_group("multi-process runs (t5x flags)")
+    group.add_argument("--coordinator_address", "--coordinator-address", default=None,
+                       metavar="HOST:PORT", help="process 0's address, the same for every process")
+    group.add_argument("--process_count", "--process-count", type=int, default=None, metavar="N",
+                       help="number of processes (one per host)")
+    group.add_argument("--process_index", "--process-index", type=int, default=None, metavar="I",
+                       help="this process's index, 0 .. N-1")
+    group.add_argument("--multiprocess", "--multiprocess_gpu", action="store_true",
+                       help="join the run described by the cluster launcher's environment")
     return parser
+
+
+def _initialize_distributed(flags) -> None:
+    from music_spectrogram_diffusion.training import partitioning
+
+    partitioning.initialize_distributed(partitioning.DistributedConfig.from_env(
+        flags.coordinator_address, flags.process_count, flags.process_index,
+        auto=flags.multiprocess))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     flags, bindings = gin_flags.parse_flags(_parser(), sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it writes
+    try:
+        _initialize_distributed(flags)
+    except ValueError as e:
+        print(f"{PROG}: error: {gin_config.first_line(e)}", file=sys.stderr)
+        return 2
     try:
         config_text = gin_flags.parse_gin_flags(flags, bindings)
         from music_spectrogram_diffusion.training import trainer

@@ -6,8 +6,8 @@ Layout (t5x names, so t5x users find things where they expect them)::
   MODEL_DIR/model.json              the model's configuration (models/registry.py)
   MODEL_DIR/checkpoint_<step>/      one orbax composite checkpoint:
       state/                        the TrainState (step, params, opt_state), sharded arrays
-      metadata/                     JSON: step, data position (examples seen, seed, batch size)
-      data/                         (optional) the input iterator's state
+      metadata/                     JSON: step, examples seen, seed, batch size, and under
+                                    'data' the input loader's position (data/loader.py)
 
 ``CheckpointStore`` wraps ``orbax.checkpoint.CheckpointManager`` (step prefix ``checkpoint``,
 ``max_to_keep``, async saving, multi-process barriers) and adds what a long run needs on top:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -83,11 +84,89 @@ class PartitionConfig:
         return self.logical_axis_rules or STANDARD_LOGICAL_AXIS_RULES
 
 
-def initialize_multihost(config: PartitionConfig) -> None:
-    """Starts jax.distributed when asked to; a no-op for single-process runs."""
-    if config.multihost and jax.process_count() == 1:
+# Environment variables read when the flags are not given (jax.distributed itself also reads the
+# cluster launchers' variables: SLURM, Open MPI, TPU metadata, Kubernetes).
+COORDINATOR_ENV, PROCESS_COUNT_ENV, PROCESS_INDEX_ENV = (
+    "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """How this process joins a multi-process run (t5x's ``--coordinator_address``,
+    ``--process_count``, ``--process_index``).
+
+    Attributes:
+      coordinator_address: HOST:PORT of process 0's coordinator service; None reads
+        $JAX_COORDINATOR_ADDRESS, and if that is unset too, this is a 1-process run unless
+        ``auto`` is set.
+      process_count: number of processes (one per host); None: $JAX_NUM_PROCESSES or the launcher's.
+      process_index: this process's index in [0, process_count); None: $JAX_PROCESS_ID or the
+        launcher's.
+      auto: call ``jax.distributed.initialize()`` with no arguments, so it reads the cluster
+        launcher's environment (TPU pods, SLURM, Open MPI); PartitionConfig.multihost does the same.
+    """
+
+    coordinator_address: str | None = None
+    process_count: int | None = None
+    process_index: int | None = None
+    auto: bool = False
+
+    @classmethod
+    def from_env(cls, coordinator_address=None, process_count=None, process_index=None,
+                 auto: bool = False) -> DistributedConfig:
+        env = os.environ
+        if coordinator_address is None:
+            coordinator_address = env.get(COORDINATOR_ENV) or None
+        if process_count is None and env.get(PROCESS_COUNT_ENV):
+            process_count = int(env[PROCESS_COUNT_ENV])
+        if process_index is None and env.get(PROCESS_INDEX_ENV):
+            process_index = int(env[PROCESS_INDEX_ENV])
+        return cls(coordinator_address, process_count, process_index, auto)
+
+    def __post_init__(self):
+        if self.coordinator_address is not None and ":" not in self.coordinator_address:
+            raise ValueError(f"coordinator_address {self.coordinator_address!r} must be HOST:PORT")
+        if self.process_count is not None and self.process_count < 1:
+            raise ValueError(f"process_count must be >= 1, got {self.process_count}")
+        if self.process_index is not None and not (
+                0 <= self.process_index < (self.process_count or self.process_index + 1)):
+            raise ValueError(f"process_index {self.process_index} is not in "
+                             f"[0, process_count={self.process_count})")
+        if self.coordinator_address and (self.process_count is None or self.process_index is None):
+            raise ValueError("coordinator_address needs process_count and process_index too "
+                             "(flags --process_count/--process_index or $JAX_NUM_PROCESSES/"
+                             "$JAX_PROCESS_ID)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.auto or self.coordinator_address is not None
+
+
+def initialize_distributed(config: DistributedConfig) -> None:
+    """Joins the multi-process run described by ``config``; a no-op for a 1-process run.
+
+    Must run before anything touches a JAX backend. CPU processes exchange collectives through
+    gloo (so multi-process runs, and their tests, work on CPU-only machines); accelerators use
+    their own (NCCL, ICI).
+    """
+    if not config.enabled or jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if config.coordinator_address is None:
         jax.distributed.initialize()
-        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    else:
+        jax.distributed.initialize(coordinator_address=config.coordinator_address,
+                                   num_processes=config.process_count,
+                                   process_id=config.process_index)
+    logging.info("jax.distributed: process %d of %d, %d local of %d devices", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def initialize_multihost(config: PartitionConfig) -> None:
+    """Starts jax.distributed from the launcher's environment when ``config.multihost`` asks
+    for it and the process has not joined a run yet (see ``initialize_distributed``)."""
+    if config.multihost:
+        initialize_distributed(DistributedConfig(auto=True))
 
 
 def make_mesh(config: PartitionConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:

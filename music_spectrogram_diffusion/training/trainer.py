@@ -5,9 +5,10 @@ accumulation over microbatches inside one ``lax.scan``, the dropout key passed i
 (``train`` derives it as ``fold_in(key(seed), step)``, so a resumed run draws the same dropout
 as an uninterrupted one), and an optional skip of non-finite updates. ``train`` builds the mesh
 and sharded state, resumes from the newest complete checkpoint in ``model_dir``, and loops:
-batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), so the
-data position after a resume is re-derived from the step, and nothing about the input pipeline
-needs saving. Train-eval loss and target-vs-sampled spectrogram images are written every
+batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), read ahead
+by ``data.loader.BatchLoader`` (Grain worker processes) and put on the device while the previous
+step runs; every checkpoint records the loader's position (``metadata['data']``), and a resumed
+run continues from it, so it sees exactly the batches of an uninterrupted one. Train-eval loss and target-vs-sampled spectrogram images are written every
 ``eval_period`` steps. A run stops early, saving a checkpoint and returning cleanly, on SIGTERM,
 at a wall-clock deadline (``max_seconds``) or when the caller's ``should_stop(step)`` says so;
 ``save_initial_checkpoint`` also saves the untrained state as checkpoint_0, so a job can
@@ -33,6 +34,7 @@ from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 from music_spectrogram_diffusion.training import optimizers as opt_lib
 from music_spectrogram_diffusion.training import partitioning, summaries
 from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion.data import loader as data_loader
 from music_spectrogram_diffusion.models import registry
 from music_spectrogram_diffusion.models.contract import SpectrogramModel
 from music_spectrogram_diffusion.training.train_state import (
@@ -44,6 +46,7 @@ from music_spectrogram_diffusion.training.train_state import (
 logger = logging.getLogger(__name__)
 
 NONFINITE_ACTIONS = ("stop", "skip")
+DATA_ITEM = "data"  # checkpoint metadata key of the input iterator's position
 MICROBATCH_REDUCTIONS = ("mean", "sum")
 
 
@@ -253,6 +256,81 @@ def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> 
     return source.get_batch(index, batch_size, seed=seed, rows=rows)
 
 
+def _make_loader(source: BatchSource, *, batch_size: int, seed: int, start_step: int,
+                 end_step: int, metadata: dict | None, num_workers: int, prefetch: int
+                 ) -> data_loader.BatchLoader:
+    """This host's loader of batches start_step, start_step + 1, ..., continuing the saved
+    iterator position of a resumed run (which must agree with the state's step)."""
+    rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
+    options = dict(rows=rows, num_workers=num_workers, prefetch=prefetch, end_step=end_step)
+    saved = (metadata or {}).get(DATA_ITEM)
+    if saved is not None and saved.get("batch_size") == batch_size and saved.get("seed") == seed:
+        if saved.get("next_step") != start_step:
+            raise ckpt_lib.CheckpointError(
+                f"checkpoint_{start_step}: its data position {saved} disagrees with its step "
+                f"{start_step}; the checkpoint is inconsistent, delete it to resume from the one before")
+        return data_loader.BatchLoader.from_state(source, saved, **options)
+    return data_loader.BatchLoader(source, batch_size=batch_size, seed=seed,
+                                   start_step=start_step, **options)
+
+
+class _DataWaitTimer:
+    """Wall time the loop spends blocked on the input iterator, as a fraction of the total."""
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self._waited = 0.0
+
+    def next(self, iterator):
+        t0 = time.perf_counter()
+        item = next(iterator)
+        self._waited += time.perf_counter() - t0
+        return item
+
+    def fraction(self) -> float:
+        return self._waited / max(time.perf_counter() - self._start, 1e-9)
+
+
+class _PendingMetrics:
+    """Device metrics of the steps not read back yet.
+
+    The loop reads them back only every ``log_period`` steps and before every checkpoint or
+    evaluation, so the host never waits for the device in between; then a non-finite loss
+    raises ``NonFiniteLossError`` naming the FIRST bad step (with on_nonfinite='stop'), and
+    since that check precedes every save, the checkpoints on disk are all finite.
+    """
+
+    MAX_IN_FLIGHT = 2  # steps dispatched ahead of the host; bounds the batches held on device
+
+    def __init__(self, model_dir: str, on_nonfinite: str):
+        self.model_dir, self.on_nonfinite = model_dir, on_nonfinite
+        self._steps: list[tuple[int, dict]] = []
+
+    def add(self, step: int, device_metrics: dict) -> None:
+        self._steps.append((step, device_metrics))
+
+    def bound_in_flight(self) -> None:
+        if len(self._steps) > self.MAX_IN_FLIGHT:
+            jax.block_until_ready(self._steps[-self.MAX_IN_FLIGHT - 1][1]["loss"])
+
+    def read_back(self) -> dict[str, float] | None:
+        """The newest step's metrics as floats (None if nothing is pending)."""
+        if not self._steps:
+            return None
+        steps, self._steps = self._steps, []
+        flags = jax.device_get([m["nonfinite"] for _, m in steps])
+        if self.on_nonfinite == "stop":
+            bad = [(s, m) for (s, m), flag in zip(steps, flags) if flag]
+            if bad:
+                first, m = bad[0]
+                loss, grad_norm = (float(v) for v in jax.device_get((m["loss"], m["grad_norm"])))
+                raise NonFiniteLossError(
+                    f"{self.model_dir}: non-finite loss at step {first} (loss={loss}, "
+                    f"grad_norm={grad_norm}); the last checkpoint is unchanged. "
+                    "Lower the learning rate, or set on_nonfinite='skip'.")
+        return {k: float(v) for k, v in jax.device_get(steps[-1][1]).items()}
+
+
 def _default_frozen_mask_fn():
     from music_spectrogram_diffusion.models.layers import frozen_param_mask
 
@@ -285,6 +363,8 @@ def train(
     save_initial_checkpoint: bool = False,
     max_seconds: float | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    data_workers: int = 0,
+    data_prefetch: int = 2,
 ) -> TrainResult:
     """Trains ``model`` to ``train_steps`` steps, resuming from ``model_dir`` if it has checkpoints.
 
@@ -314,6 +394,9 @@ def train(
         saves a checkpoint and returns with ``stop_reason='deadline'``. None: no deadline.
       should_stop: called with the step after every step; True saves and returns with
         ``stop_reason='should_stop'``.
+      data_workers, data_prefetch: Grain worker processes reading training batches ahead, and
+        the batches each keeps ready (``data.loader.BatchLoader``); 0 workers reads in this
+        process. The batches are the same for any number of workers.
     """
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
@@ -345,9 +428,10 @@ def train(
             restored = ckpt_lib.restore_checkpoint(initial_checkpoint,
                                                    abstract_state(state, shardings))
             logger.info("Initialised from %s", initial_checkpoint)
-        start_step = 0
+        start_step, resumed_metadata = 0, None
         if restored is not None:
             state, metadata, _ = restored
+            resumed_metadata = None if fresh else metadata
             start_step = int(state.step)
             if metadata.get("batch_size") not in (None, batch_size):
                 logger.warning(
@@ -358,6 +442,10 @@ def train(
             if not fresh:
                 logger.info("Resumed from %s at step %d",
                             ckpt_lib.checkpoint_path(model_dir, start_step), start_step)
+        loader = _make_loader(train_data, batch_size=batch_size, seed=seed, start_step=start_step,
+                              end_step=train_steps, metadata=resumed_metadata,
+                              num_workers=data_workers, prefetch=data_prefetch)
+        loader.start_prefetch()  # the workers read ahead while the step compiles
         if jax.process_index() == 0:
             if config_text is not None:
                 ckpt_lib.write_config(model_dir, config_text)
@@ -387,8 +475,11 @@ def train(
             }
 
         def save(state):
+            # The loader has already handed out the batch of step state.step (read ahead for
+            # the next step), so the position to resume from is the state's step.
             metadata = {"examples_seen": int(state.step) * batch_size, "data_seed": seed,
-                        "batch_size": batch_size, "time": time.time()}
+                        "batch_size": batch_size, "time": time.time(),
+                        DATA_ITEM: dict(loader.get_state(), next_step=int(state.step))}
             store.save(state, metadata)
 
         if fresh and save_initial_checkpoint:
@@ -396,39 +487,45 @@ def train(
 
         progress = summaries.Progress(start_step, train_steps)
         metrics: dict[str, float] = {}
+        pending = _PendingMetrics(model_dir, on_nonfinite)
+        data_timer = _DataWaitTimer()
         step = start_step
         reason = None
-        with mesh:
+        with mesh, loader:
+            # The batch of the next step is read and put on the device while this step runs
+            # (steps are dispatched asynchronously; nothing is read back every step).
+            batch = partitioning.shard_batch(data_timer.next(loader)[1], mesh)
             while step < train_steps:
-                host = _host_batch(train_data, step, batch_size, seed)
-                batch = partitioning.shard_batch(host, mesh)
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
+                pending.add(step, device_metrics)
                 step += 1
-                if on_nonfinite == "stop" or step % log_period == 0 or step == train_steps:
-                    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-                    if on_nonfinite == "stop" and metrics["nonfinite"]:
-                        raise NonFiniteLossError(
-                            f"{model_dir}: non-finite loss at step {step - 1} (loss={metrics['loss']}, "
-                            f"grad_norm={metrics['grad_norm']}); the last checkpoint is unchanged. "
-                            "Lower the learning rate, or set on_nonfinite='skip'."
-                        )
-                if step % log_period == 0 or step == train_steps:
+                if step < train_steps:
+                    batch = partitioning.shard_batch(data_timer.next(loader)[1], mesh)
+                pending.bound_in_flight()
+                log = step % log_period == 0 or step == train_steps
+                reason = stop.reason(step) if step < train_steps else None
+                save_now = reason is not None or step % checkpoint.period == 0 or step == train_steps
+                evaluate = eval_data is not None and (step % eval_period == 0 or step == train_steps)
+                if log or save_now or evaluate:
+                    metrics = pending.read_back() or metrics  # raises on a non-finite loss
+                if log:
                     rate = progress.rate(step)
-                    metrics.update(steps_per_second=rate, examples_per_second=rate * batch_size)
-                    logger.info(progress.line(step, rate, metrics["loss"]))
+                    metrics.update(steps_per_second=rate, examples_per_second=rate * batch_size,
+                                   data_wait_fraction=data_timer.fraction())
+                    logger.info("%s; data wait %.1f%%", progress.line(step, rate, metrics["loss"]),
+                                100 * metrics["data_wait_fraction"])
                     if writers:
                         writers["train"].scalars(step, metrics)
-                if eval_data is not None and (step % eval_period == 0 or step == train_steps):
+                if evaluate:
                     _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed,
                               jax.random.fold_in(eval_key, step), step, writers.get("eval"),
                               eval_images, predict_options or {}, model_dir, mesh)
-                reason = stop.reason(step) if step < train_steps else None
                 if reason is not None:
                     logger.warning("%s at step %d: saving a checkpoint and stopping",
                                    STOP_MESSAGES[reason], step)
                     save(state)
                     break
-                if step % checkpoint.period == 0 or step == train_steps:
+                if save_now:
                     save(state)
         store.wait()
         for writer in writers.values():
@@ -452,9 +549,17 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
     logger.info("eval at step %d: loss %.5g", step, totals.get("loss", float("nan")))
     if writer is not None:
         writer.scalars(step, totals)
+    params = state.params
+    if eval_images and jax.process_count() > 1:
+        # Process 0 samples alone from a host copy of the (possibly sharded) parameters;
+        # gathering them is a collective every process takes part in.
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+        first = eval_data.get_batch(0, batch_size, seed=seed, rows=slice(0, 1))
     if eval_images and first is not None and writer is not None:
         one = {k: np.asarray(v[:1]) for k, v in first.items()}
-        predicted = np.asarray(model.predict(state.params, one, key, **predict_options))[0]
+        predicted = np.asarray(model.predict(params, one, key, **predict_options))[0]
         png, height, width = summaries.spectrogram_comparison_png(one["target_frames"][0], predicted)
         writer.image(step, "spectrogram/target_vs_sampled", png, height, width)
         path = os.path.join(model_dir, "eval", f"spectrogram_step_{step}.png")

@@ -1,6 +1,7 @@
 """The pure train step: gradient accumulation, explicit dropout keys, non-finite handling."""
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +76,32 @@ def test_nonfinite_loss_stops_training_naming_the_step(tmp_path):
                       frozen_param_mask_fn=fake_models.frozen_param_mask)
 
 
+@dataclasses.dataclass(frozen=True)
+class _NanFromStep(fake_models.FakeBatchSource):
+    """Batches from ``bad_step`` on carry a NaN target, so the loss turns non-finite there."""
+
+    bad_step: int = 3
+
+    def get_batch(self, index, batch_size, *, seed, rows=None):
+        batch = super().get_batch(index, batch_size, seed=seed, rows=rows)
+        if index >= self.bad_step:
+            batch["target_frames"] = np.full_like(batch["target_frames"], np.nan)
+        return batch
+
+
+def test_nonfinite_is_read_back_every_log_period_and_names_the_first_bad_step(tmp_path):
+    from music_spectrogram_diffusion.training import checkpoints
+
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite loss at step 3 "):
+        trainer.train(model=fake_models.FakeSpectrogramModel(), train_data=_NanFromStep(),
+                      model_dir=str(tmp_path), train_steps=20, batch_size=2, seed=0,
+                      log_period=10, checkpoint=checkpoints.CheckpointConfig(period=2, keep=None),
+                      frozen_param_mask_fn=fake_models.frozen_param_mask)
+    # Steps 4.. ran (the loop does not wait for the device each step) but every save is
+    # preceded by a read-back, so only the finite checkpoint_2 is on disk.
+    assert checkpoints.list_checkpoints(str(tmp_path)) == [2]
+
+
 def test_train_writes_scalars_images_and_checkpoints(tmp_path):
     from music_spectrogram_diffusion.training import checkpoints, summaries
 
@@ -89,8 +116,9 @@ def test_train_writes_scalars_images_and_checkpoints(tmp_path):
     assert (tmp_path / "config.gin").read_text() == "# test\n"
     train = summaries.read_scalars(str(tmp_path / "train"))
     for tag in ("loss", "loss_per_frame", "grad_norm", "learning_rate", "steps_per_second",
-                "examples_per_second"):
+                "examples_per_second", "data_wait_fraction"):
         assert [s for s, _ in train[tag]] == [2, 4], tag
+    assert all(0.0 <= v <= 1.0 for _, v in train["data_wait_fraction"])
     assert [s for s, _ in summaries.read_scalars(str(tmp_path / "eval"))["loss"]] == [4]
     png = (tmp_path / "eval" / "spectrogram_step_4.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -142,3 +170,26 @@ def test_model_json_is_written_for_registered_models(tmp_path):
     trainer.train(model=model, train_data=fake_models.FakeBatchSource(),
                   model_dir=str(tmp_path / "ar"), train_steps=1, batch_size=1, seed=0)
     assert registry.read_model_config(str(tmp_path / "ar")) == model
+
+
+def test_loader_workers_give_the_same_run_and_checkpoints_hold_its_position(tmp_path):
+    import orbax.checkpoint as ocp
+
+    from music_spectrogram_diffusion.training import checkpoints
+
+    results = {}
+    for workers in (0, 2):
+        model_dir = tmp_path / f"workers{workers}"
+        trainer.train(model=fake_models.FakeSpectrogramModel(),
+                      train_data=fake_models.FakeBatchSource(), model_dir=str(model_dir),
+                      train_steps=3, batch_size=2, seed=0, log_period=1, data_workers=workers,
+                      checkpoint=checkpoints.CheckpointConfig(period=3, keep=None),
+                      frozen_param_mask_fn=fake_models.frozen_param_mask)
+        path = os.path.join(checkpoints.checkpoint_path(str(model_dir), 3), "metadata")
+        metadata = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+        assert metadata["data"] == {"next_step": 3, "seed": 0, "batch_size": 2}
+        tree = ocp.StandardCheckpointer().restore(
+            os.path.join(checkpoints.checkpoint_path(str(model_dir), 3), "state"))
+        results[workers] = jax.tree.leaves(tree["params"])
+    for a, b in zip(results[0], results[2]):
+        np.testing.assert_array_equal(a, b)
