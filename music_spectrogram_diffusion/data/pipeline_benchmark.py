@@ -33,7 +33,7 @@ _RESULT_PREFIX = "PIPELINE_BENCHMARK_RESULT "
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def measure_loader(data_dir: str, *, num_workers: int, batch_size: int = 32, steps: int = 30,
+def measure_loader(data_dir: str, *, num_workers: int, batch_size: int = 128, steps: int = 10,
                    repeats: int = 5, task: str = CONTEXT_TRAIN, seed: int = 0) -> dict:
     """Steady-state examples/s of BatchLoader: ``repeats`` timings of ``steps`` batches after
     two warm-up batches; best and median (the best is the least disturbed by other jobs)."""
@@ -163,7 +163,7 @@ def measure_training(data_dir: str, *, steps: int = 5, batch_size: int = 4,
 
 
 def run_benchmark(small_dir: str, large_dir: str, *, workers: Sequence[int] = (1, 2),
-                  batch_size: int = 32, steps: int = 30, train_steps: int = 5,
+                  batch_size: int = 128, steps: int = 10, train_steps: int = 5,
                   baseline_pythonpath: str | None = None, log=print) -> dict:
     """Everything ``format_table`` shows: throughput on ``large_dir``; start-up and memory on
     both; the same subprocess measurements for ``baseline_pythonpath`` if given."""
