@@ -66,7 +66,7 @@ STORE_DIR = "store"
 STORE_NAME = "store.json"
 MANIFEST_NAME = "manifest.json"  # the dataset folder's manifest (embedded and prepared alike)
 SHARD_BYTES = 256 << 20  # log-mel bytes after which a shard is closed
-# Array name -> (dtype, trailing shape given the features).
+# The four arrays of a shard, one .npy file each (see the layout above).
 ARRAYS = ("log_mel", "frame_index", "events", "state_events")
 # Per-piece columns of store.json: offsets and lengths into its shard's arrays.
 _COLUMNS = ("shard", "frame_offset", "num_frames", "event_offset", "num_events",
