@@ -35,11 +35,6 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-@pytest.fixture(scope="module")
-def data_dir(small_embedded_dataset):
-    return small_embedded_dataset(max_piece_seconds=12.0)
-
-
 def test_yields_steps_from_start_with_the_sources_batches():
     source = StepSource()
     with BatchLoader(source, batch_size=4, seed=2, start_step=5, end_step=9) as batches:

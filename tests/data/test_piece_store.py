@@ -17,11 +17,6 @@ TRAIN = "synthesis_embedded_notes_ties_melgan_vb1_train"
 FULL_TEST = "synthesis_full_embedded_notes_ties_melgan_vb1_test"
 
 
-@pytest.fixture(scope="module")
-def data_dir(small_embedded_dataset):
-    return small_embedded_dataset(max_piece_seconds=12.0)
-
-
 @pytest.fixture
 def copy_dir(data_dir, tmp_path):
     """A private copy of the dataset folder, store included, to damage."""

@@ -1,14 +1,6 @@
 """The input pipeline benchmark's measurements run and report sane values (tiny settings)."""
 
-import pytest
-
 from music_spectrogram_diffusion.data import pipeline_benchmark
-
-
-@pytest.fixture(scope="module")
-def data_dir(small_embedded_dataset):
-    return small_embedded_dataset(max_piece_seconds=12.0)
-
 
 def test_loader_and_data_startup_measurements(data_dir):
     loader = pipeline_benchmark.measure_loader(data_dir, num_workers=0, batch_size=2, steps=2,

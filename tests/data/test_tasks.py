@@ -12,11 +12,6 @@ CONTEXT_TRAIN = "synthesis_with_context_embedded_notes_ties_melgan_vb1_train"
 FULL_VALIDATION = "synthesis_full_embedded_notes_ties_melgan_vb1_validation"
 
 
-@pytest.fixture(scope="module")
-def data_dir(small_embedded_dataset):
-    return small_embedded_dataset(max_piece_seconds=12.0)
-
-
 def test_task_names_follow_the_original_scheme():
     names = set(tasks.task_names())
     for prefix in ("synthesis", "synthesis_with_context"):
