@@ -2,6 +2,7 @@
 
 from music_spectrogram_diffusion.data import pipeline_benchmark
 
+
 def test_loader_and_data_startup_measurements(data_dir):
     loader = pipeline_benchmark.measure_loader(data_dir, num_workers=0, batch_size=2, steps=2,
                                                repeats=2)
