@@ -5,7 +5,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+
+from music_spectrogram_diffusion.models.diffusion_model import DiffusionConfig
 
 from music_spectrogram_diffusion.testing import fake_models
 from music_spectrogram_diffusion.training import optimizers, partitioning, train_state, trainer
@@ -37,6 +40,62 @@ def test_microbatched_step_equals_full_batch_step():
     assert int(s1.step) == int(s2.step) == 1
     frozen = s1.params["params"]["Embed_0"]["embedding"]
     np.testing.assert_array_equal(frozen, state.params["params"]["Embed_0"]["embedding"])
+
+
+_TINY = dict(note_tokens_length=64, target_frames=16, context_frames=16)
+
+
+def _unequal_batch(batch_size=8, seed=0):
+    """Every example with its own number of note tokens, real target and context frames."""
+    rng = np.random.default_rng(seed)
+    tokens = np.zeros((batch_size, 64), np.int32)
+    target_mask = np.zeros((batch_size, 16), np.float32)
+    context_mask = np.zeros((batch_size, 16), np.float32)
+    for b in range(batch_size):
+        n = int(rng.integers(1, 64))
+        tokens[b, :n] = rng.integers(3, 1000, n)
+        target_mask[b, : [16, 1, 9, 4, 16, 2, 12, 7][b % 8]] = 1.0
+        context_mask[b, : int(rng.integers(0, 17))] = 1.0
+    frames = lambda: rng.uniform(-11.5, 4.0, (batch_size, 16, 128)).astype(np.float32)  # noqa: E731
+    return {"note_tokens": tokens, "target_frames": frames(), "target_mask": target_mask,
+            "context_frames": frames(), "context_mask": context_mask}
+
+
+def _models_with_random_losses():
+    from music_spectrogram_diffusion.models.autoregressive_model import AutoregressiveModel
+    from music_spectrogram_diffusion.models.config import T5Config
+    from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
+
+    config = T5Config.tiny(**_TINY)
+    return {
+        # Noise, times and guidance dropout (p = 0.5) are all drawn per example.
+        "diffusion": DiffusionModel(network_config=config, with_context=True,
+                                    diffusion_config=DiffusionConfig(drop_condition_prob=0.5)),
+        "autoregressive": AutoregressiveModel(network_config=config, input_noise_std=0.5),
+    }
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "autoregressive"])
+def test_microbatches_weighted_by_real_frames_give_the_full_batch_gradient(kind):
+    model = _models_with_random_losses()[kind]
+    batch = _unequal_batch()
+    mesh = partitioning.make_mesh(partitioning.PartitionConfig())
+    # SGD with learning rate 1: the parameter change is minus the gradient.
+    state, _, tx = train_state.create_train_state(
+        model, lambda p: optax.sgd(1.0), jax.random.key(0), batch, mesh,
+        partitioning.STANDARD_LOGICAL_AXIS_RULES)
+    old = jax.tree.leaves(state.params)
+    rng = jax.random.key(3)
+    results = {m: jax.jit(trainer.make_train_step(model, tx, num_microbatches=m))(state, batch, rng)
+               for m in (1, 4)}
+    (full, full_metrics), (micro, micro_metrics) = results[1], results[4]
+    delta_full = np.concatenate([np.ravel(a - o) for a, o in zip(jax.tree.leaves(full.params), old)])
+    delta_micro = np.concatenate([np.ravel(b - o) for b, o in zip(jax.tree.leaves(micro.params), old)])
+    assert np.linalg.norm(delta_full) > 0
+    relative = np.linalg.norm(delta_full - delta_micro) / np.linalg.norm(delta_full)
+    assert relative < 1e-5, relative
+    for name in ("loss", "loss_per_frame", "model/loss_weight", "model/target_frames"):
+        np.testing.assert_allclose(micro_metrics[name], full_metrics[name], rtol=1e-5, err_msg=name)
 
 
 def test_dropout_key_is_explicit_and_changes_the_loss():
@@ -94,6 +153,35 @@ def test_train_writes_scalars_images_and_checkpoints(tmp_path):
     assert [s for s, _ in summaries.read_scalars(str(tmp_path / "eval"))["loss"]] == [4]
     png = (tmp_path / "eval" / "spectrogram_step_4.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class _DrawingModel(fake_models.FakeSpectrogramModel):
+    """Reports a per-example random draw of its loss keys (like a diffusion loss's t)."""
+
+    def loss_fn(self, params, batch, rng, *, train=True):
+        from music_spectrogram_diffusion.models.contract import split_loss_keys
+
+        loss, aux = super().loss_fn(params, batch, rng, train=train)
+        _, keys = split_loss_keys(rng, batch["note_tokens"].shape[0])
+        return loss, dict(aux, draw=jnp.mean(jax.vmap(jax.random.uniform)(keys)))
+
+
+def test_train_eval_draws_are_the_same_at_every_evaluation(tmp_path):
+    from music_spectrogram_diffusion.training import summaries
+
+    trainer.train(
+        model=_DrawingModel(), train_data=fake_models.FakeBatchSource(),
+        eval_data=fake_models.FakeBatchSource(pool_seed=7), model_dir=str(tmp_path),
+        train_steps=3, batch_size=2, seed=0, eval_period=1, eval_steps=2, eval_images=False,
+        frozen_param_mask_fn=fake_models.frozen_param_mask)
+    scalars = summaries.read_scalars(str(tmp_path / "eval"))
+    draws = [v for _, v in scalars["model/draw"]]
+    assert len(draws) == 3 and draws[0] == draws[1] == draws[2], draws
+    losses = [v for _, v in scalars["loss"]]
+    assert losses[0] != losses[2]  # the parameters did change between the evaluations
+    train_draws = [v for _, v in summaries.read_scalars(str(tmp_path / "train"))["model/draw"]]
+    assert train_draws and train_draws[0] != draws[0]
 
 
 def _train(tmp_path, **kwargs):
