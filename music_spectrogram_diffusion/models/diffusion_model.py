@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from music_spectrogram_diffusion.audio import spectrograms
+from music_spectrogram_diffusion.data.feature_converters import longest_note_tokens
 from music_spectrogram_diffusion.diffusion import objectives
 from music_spectrogram_diffusion.diffusion import samplers
 from music_spectrogram_diffusion.diffusion import schedules
@@ -109,8 +110,7 @@ def trim_note_tokens(note_tokens: np.ndarray | Array, bucket: int) -> np.ndarray
     length = note_tokens.shape[1]
     if bucket <= 0:
         return note_tokens
-    nonzero = np.nonzero(np.any(note_tokens != 0, axis=0))[0]
-    longest = int(nonzero[-1]) + 1 if nonzero.size else 0
+    longest = longest_note_tokens(note_tokens)
     trimmed = max(bucket, -(-longest // bucket) * bucket)
     return note_tokens[:, : min(length, trimmed)]
 

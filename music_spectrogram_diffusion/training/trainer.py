@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 from music_spectrogram_diffusion.training import optimizers as opt_lib
 from music_spectrogram_diffusion.training import partitioning, summaries
 from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion.data import feature_converters
 from music_spectrogram_diffusion.models import registry
 from music_spectrogram_diffusion.models.contract import LOSS_WEIGHT, SpectrogramModel
 from music_spectrogram_diffusion.models.contract import metric_reduction
@@ -271,9 +272,16 @@ class StopCheck:
         return None
 
 
-def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> dict:
+def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int,
+                buckets: Sequence[int] = ()) -> dict:
+    """This host's rows of batch ``index``, note tokens cut to the global batch's bucket."""
     rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
-    return source.get_batch(index, batch_size, seed=seed, rows=rows)
+    batch = source.get_batch(index, batch_size, seed=seed, rows=rows)
+    if not buckets:
+        return batch
+    # Every host must cut to the same length: the bucket of the longest row of ALL hosts.
+    longest = partitioning.max_over_hosts(feature_converters.longest_note_tokens(batch["note_tokens"]))
+    return feature_converters.bucket_note_tokens(batch, buckets, longest)
 
 
 def _default_frozen_mask_fn():
@@ -295,6 +303,7 @@ def train(
     checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig(),
     num_microbatches: int = 1,
     microbatch_reduction: str = "mean",
+    note_token_buckets: Sequence[int] = feature_converters.DEFAULT_NOTE_TOKEN_BUCKETS,
     on_nonfinite: str = "stop",
     eval_data: BatchSource | None = None,
     eval_period: int = 1000,
@@ -323,6 +332,10 @@ def train(
       seed: parameter init, dropout (fold_in(key, step)) and data order all derive from it.
       optimizer, partition, checkpoint: configs (see their modules).
       num_microbatches, microbatch_reduction: gradient accumulation (see make_train_step).
+      note_token_buckets: each train and eval batch's note tokens are cut to the smallest of
+        these lengths that holds its longest example (``feature_converters.bucket_note_tokens``:
+        the same loss and gradients as full padding, one compilation per bucket used); () keeps
+        the full padding.
       on_nonfinite: 'stop' raises NonFiniteLossError naming the step; 'skip' drops the update.
       eval_period, eval_steps, eval_images, predict_options: train-eval loss over eval_steps
         batches every eval_period steps; images compare the target with ``model.predict(...,
@@ -342,6 +355,7 @@ def train(
     """
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
+    buckets = feature_converters.check_buckets(note_token_buckets)
     # Installed first, so a SIGTERM during start-up is also deferred to the first step boundary.
     with StopCheck(max_seconds, should_stop) as stop, ckpt_lib.CheckpointStore(
             model_dir, keep=checkpoint.keep, async_save=checkpoint.async_save) as store:
@@ -425,7 +439,7 @@ def train(
         reason = None
         with mesh:
             while step < train_steps:
-                host = _host_batch(train_data, step, batch_size, seed)
+                host = _host_batch(train_data, step, batch_size, seed, buckets)
                 batch = partitioning.shard_batch(host, mesh)
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
                 step += 1
@@ -446,7 +460,7 @@ def train(
                 if eval_data is not None and (step % eval_period == 0 or step == train_steps):
                     _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed,
                               eval_key, step, writers.get("eval"),
-                              eval_images, predict_options or {}, model_dir, mesh)
+                              eval_images, predict_options or {}, model_dir, mesh, buckets)
                 reason = stop.reason(step) if step < train_steps else None
                 if reason is not None:
                     logger.warning("%s at step %d: saving a checkpoint and stopping",
@@ -463,12 +477,12 @@ def train(
 
 
 def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, key, step,
-              writer, eval_images, predict_options, model_dir, mesh) -> dict[str, float]:
+              writer, eval_images, predict_options, model_dir, mesh, buckets) -> dict[str, float]:
     """Train-eval loss averaged over eval_steps fixed batches, plus spectrogram images."""
     totals: dict[str, float] = {}
     first = None
     for i in range(eval_steps):
-        host = _host_batch(eval_data, i, batch_size, seed)
+        host = _host_batch(eval_data, i, batch_size, seed, buckets)
         first = host if first is None else first
         batch = partitioning.shard_batch(host, mesh)
         out = jax.device_get(eval_fn(state.params, batch, jax.random.fold_in(key, i)))

@@ -98,6 +98,58 @@ def test_microbatches_weighted_by_real_frames_give_the_full_batch_gradient(kind)
         np.testing.assert_allclose(micro_metrics[name], full_metrics[name], rtol=1e-5, err_msg=name)
 
 
+def _relative_difference(a, b) -> float:
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    return float(np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(a)))
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "autoregressive"])
+def test_bucketed_note_tokens_give_the_loss_and_gradients_of_full_padding(kind):
+    from music_spectrogram_diffusion.data import feature_converters
+    from music_spectrogram_diffusion.models.config import T5Config
+
+    model = dataclasses.replace(_models_with_random_losses()[kind], network_config=T5Config.tiny())
+    batch = fake_models.random_batch(0, 3)  # 2048 tokens, 5-39 of them real
+    batch["target_mask"][1, 100:] = 0.0
+    batch["context_mask"][2, 30:] = 0.0
+    cut = feature_converters.bucket_note_tokens(batch, feature_converters.DEFAULT_NOTE_TOKEN_BUCKETS)
+    assert cut["note_tokens"].shape == (3, 256)
+    params = jax.jit(model.init)(jax.random.key(0), batch)
+    keys = jax.random.split(jax.random.key(1), 3)
+    loss_and_grad = jax.jit(jax.value_and_grad(model.loss_fn, has_aux=True))
+    (full_loss, full_metrics), full_grads = loss_and_grad(params, batch, keys)
+    (cut_loss, cut_metrics), cut_grads = loss_and_grad(params, cut, keys)
+    np.testing.assert_allclose(cut_loss, full_loss, rtol=1e-5)
+    for name in full_metrics:
+        np.testing.assert_allclose(cut_metrics[name], full_metrics[name], rtol=1e-5, err_msg=name)
+    assert _relative_difference(full_grads, cut_grads) < 1e-5
+
+
+_TRACED_LENGTHS = []
+
+
+@dataclasses.dataclass(frozen=True)
+class _TraceCountingModel(fake_models.FakeSpectrogramModel):
+    def loss_fn(self, params, batch, rng, *, train=True):
+        _TRACED_LENGTHS.append(batch["note_tokens"].shape[1])  # runs once per compilation
+        return super().loss_fn(params, batch, rng, train=train)
+
+
+def test_buckets_bound_the_number_of_compilations(tmp_path):
+    from music_spectrogram_diffusion.data import feature_converters
+
+    buckets, source, steps = (8, 16, 32, 64), fake_models.FakeBatchSource(), 12
+    expected = {feature_converters.bucket_length(
+        feature_converters.longest_note_tokens(source.get_batch(i, 2, seed=0)["note_tokens"]),
+        buckets, 2048) for i in range(steps)}
+    assert len(expected) >= 2  # the batches do land in different buckets
+    _TRACED_LENGTHS.clear()
+    trainer.train(model=_TraceCountingModel(), train_data=source, model_dir=str(tmp_path),
+                  train_steps=steps, batch_size=2, seed=0, note_token_buckets=buckets,
+                  frozen_param_mask_fn=fake_models.frozen_param_mask)
+    assert sorted(_TRACED_LENGTHS) == sorted(expected), _TRACED_LENGTHS
+
+
 def test_dropout_key_is_explicit_and_changes_the_loss():
     model = fake_models.FakeSpectrogramModel(dropout_rate=0.5)
     batch = fake_models.random_batch(0, 2)
