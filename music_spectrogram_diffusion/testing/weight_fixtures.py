@@ -196,3 +196,36 @@ def _write_json(path: str, payload: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+# ------------------------------------------------------------------------------ melgan
+
+
+def write_melgan_onnx(folder: str, *, hop_length: int = 320) -> str:
+    """FOLDER/model.onnx with the port's MelGAN interface: ``input_features`` [1, T, 128]
+    log-mel -> [1, T * hop] audio; sample t of frame f is 0.01 * mean(log_mel[f])."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["input_features"], ["level"], axes=[-1], keepdims=1),
+        helper.make_node("Tile", ["level", "repeats"], ["tiled"]),
+        helper.make_node("Reshape", ["tiled", "flat_shape"], ["flat"]),
+        helper.make_node("Mul", ["flat", "gain"], ["audio"]),
+    ]
+    initializers = [
+        helper.make_tensor("repeats", TensorProto.INT64, [3], [1, 1, hop_length]),
+        helper.make_tensor("flat_shape", TensorProto.INT64, [2], [1, -1]),
+        helper.make_tensor("gain", TensorProto.FLOAT, [], [0.01]),
+    ]
+    graph = helper.make_graph(
+        nodes, "fake_melgan",
+        [helper.make_tensor_value_info("input_features", TensorProto.FLOAT, [1, "frames", 128])],
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, "samples"])],
+        initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "model.onnx")
+    onnx.save(model, path)
+    return path
