@@ -28,7 +28,7 @@ def _pack_ndarray(array: np.ndarray) -> msgpack.ExtType:
     return msgpack.ExtType(1, data)
 
 
-def _write_zarr(checkpoint_dir: str, name: str, array: np.ndarray) -> dict[str, Any]:
+def _write_zarr(checkpoint_dir: str, name: str, array: np.ndarray, gcs: bool) -> dict[str, Any]:
     import tensorstore as ts
 
     relative = name.replace("/", ".")
@@ -36,28 +36,33 @@ def _write_zarr(checkpoint_dir: str, name: str, array: np.ndarray) -> dict[str, 
             "kvstore": {"driver": "file", "path": relative},
             "metadata": {"compressor": {"id": "gzip"}, "shape": list(array.shape),
                          "chunks": list(array.shape)}}
+    if gcs:  # t5x's spec for a gs:// checkpoint directory (the released checkpoints')
+        spec["kvstore"] = {"driver": "gcs", "bucket": "t5x-dummy-bucket"}
+        spec["path"] = relative
     saved = ts.Spec(spec).to_json()  # what t5x stores: the spec with its relative path
+    spec.pop("path", None)
     spec["kvstore"] = {"driver": "file", "path": os.path.join(checkpoint_dir, relative)}
     store = ts.open(spec, create=True, open=True).result()
     store.write(array).result()
     return saved
 
 
-def _encode_tree(tree: Any, checkpoint_dir: str, prefix: str) -> Any:
+def _encode_tree(tree: Any, checkpoint_dir: str, prefix: str, gcs: bool) -> Any:
     if isinstance(tree, dict):
-        return {k: _encode_tree(v, checkpoint_dir, f"{prefix}/{k}") for k, v in tree.items()}
+        return {k: _encode_tree(v, checkpoint_dir, f"{prefix}/{k}", gcs) for k, v in tree.items()}
     array = np.asarray(tree)
     if array.ndim >= 2:  # partitioned in t5x: tensorstore; 1-D scales inline
-        return _write_zarr(checkpoint_dir, prefix.lstrip("/"), array)
+        return _write_zarr(checkpoint_dir, prefix.lstrip("/"), array, gcs)
     return _pack_ndarray(array)
 
 
 def write_t5x_checkpoint(directory: str, target: dict, *, step: int,
-                         optimizer_state: dict | None = None) -> str:
+                         optimizer_state: dict | None = None, gcs: bool = False) -> str:
     """Writes DIRECTORY/checkpoint_<step>/ for the nested parameter dict ``target``.
 
     ``optimizer_state`` (nested dict of arrays) is stored under ``state/param_states`` like
-    Adafactor's; ``remove_optimizer_arrays`` then proves a reader never opens it.
+    Adafactor's; ``remove_optimizer_arrays`` then proves a reader never opens it. ``gcs``
+    writes the tensorstore specs as t5x does for a gs:// directory.
     """
     checkpoint_dir = os.path.join(directory, f"checkpoint_{step}")
     os.makedirs(checkpoint_dir)
@@ -65,9 +70,9 @@ def write_t5x_checkpoint(directory: str, target: dict, *, step: int,
     if optimizer_state is not None:
         state["param_states"] = optimizer_state
     contents = {"version": 3, "optimizer": {
-        "target": _encode_tree(target, checkpoint_dir, "/target"),
+        "target": _encode_tree(target, checkpoint_dir, "/target", gcs),
         "state": {k: v if isinstance(v, msgpack.ExtType) else
-                  _encode_tree(v, checkpoint_dir, f"/state/{k}") for k, v in state.items()},
+                  _encode_tree(v, checkpoint_dir, f"/state/{k}", gcs) for k, v in state.items()},
     }}
     with open(os.path.join(checkpoint_dir, "checkpoint"), "wb") as f:
         f.write(msgpack.packb(contents, use_bin_type=True, strict_types=True))
@@ -129,14 +134,19 @@ def _decoder_keys(d: int, heads: int, d_kv: int, d_ff: int, layers: int, mels: i
 
 def write_diffusers_folder(folder: str, *, seed: int, d_model: int = 32, num_heads: int = 2,
                            d_kv: int = 16, d_ff: int = 64, num_layers: int = 2,
-                           vocab_size: int = 1536, max_length: int = 2048, frames: int = 256,
+                           num_decoder_layers: int | None = None, vocab_size: int = 1536, max_length: int = 2048, frames: int = 256,
                            mels: int = 128, dropout_rate: float = 0.0,
                            weights_file: str = "diffusion_pytorch_model.safetensors") -> str:
-    """Writes a diffusers 0.42 SpectrogramDiffusionPipeline folder with random weights."""
+    """Writes a diffusers 0.42 SpectrogramDiffusionPipeline folder with random weights.
+
+    ``num_layers`` is the encoders' depth; the decoder's is ``num_decoder_layers`` (default the
+    same). ``weights_file`` ending in .bin writes torch pickles (needs torch).
+    """
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(seed)
     version = {"_diffusers_version": "0.42.1"}
+    decoder_layers = num_layers if num_decoder_layers is None else num_decoder_layers
     sizes = dict(d_model=d_model, num_heads=num_heads, d_kv=d_kv, d_ff=d_ff,
                  num_layers=num_layers, dropout_rate=dropout_rate)
     encoder_keys = _encoder_keys(d_model, num_heads, d_kv, d_ff, num_layers)
@@ -154,9 +164,9 @@ def write_diffusers_folder(folder: str, *, seed: int, d_model: int = 32, num_hea
             {"input_proj.weight": (d_model, mels), "position_encoding.weight": (frames, d_model),
              **encoder_keys}),
         "decoder": (
-            {"_class_name": "T5FilmDecoder", **version, **sizes, "input_dims": mels,
-             "max_decoder_noise_time": 20000.0, "targets_length": frames},
-            _decoder_keys(d_model, num_heads, d_kv, d_ff, num_layers, mels, frames)),
+            {"_class_name": "T5FilmDecoder", **version, **sizes, "num_layers": decoder_layers,
+             "input_dims": mels, "max_decoder_noise_time": 20000.0, "targets_length": frames},
+            _decoder_keys(d_model, num_heads, d_kv, d_ff, decoder_layers, mels, frames)),
     }
     for component, (config, shapes) in components.items():
         directory = os.path.join(folder, component)

@@ -8,6 +8,7 @@ raises one ``WeightsError`` naming the first bad tensor.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,15 +54,24 @@ def check_tensors(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, A
       found: name -> array (anything with ``.shape``) the source holds.
       source: the file or folder, first in the message.
     """
-    problems = [f"tensor {name!r} is missing" for name in sorted(set(expected) - set(found))]
-    problems += [f"unexpected tensor {name!r} (not a parameter of the model)"
-                 for name in sorted(set(found) - set(expected))]
-    problems += [
+    missing = sorted(set(expected) - set(found))
+
+    def unexpected(name: str) -> str:
+        # A renamed tensor is both unexpected and missing: name the likely original.
+        close = difflib.get_close_matches(name, missing, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unexpected tensor {name!r} (not a parameter of the model{hint})"
+
+    # Shapes first: a source of another size also misses (or adds) whole layers.
+    problems = [
         f"tensor {name!r} has shape {tuple(found[name].shape)}, the model needs "
         f"{tuple(expected[name])}"
         for name in sorted(set(found) & set(expected))
         if tuple(found[name].shape) != tuple(expected[name])
     ]
+    problems += [unexpected(name) for name in sorted(set(found) - set(expected))]
+    problems += [f"tensor {name!r} is missing" for name in missing]
     if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        count = len(problems) - 1
+        more = f" (and {count} more problem{'s' if count > 1 else ''})" if count else ""
         raise WeightsError(f"{source}: {problems[0]}{more}")
