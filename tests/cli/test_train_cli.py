@@ -116,3 +116,34 @@ def test_resume_gin_fine_tunes_from_a_specific_checkpoints_params(tmp_path, data
     assert int(restored["step"]) == 0
     assert all(not np.any(leaf) for leaf in jax.tree.leaves(restored["opt_state"])
                if np.asarray(leaf).dtype.kind == "f")
+
+
+def test_resume_gin_fine_tunes_imported_weights(tmp_path, data_dir):
+    """msd-import-weights' MODEL_DIR (no optimizer state) starts a real tiny model's run."""
+    import jax
+
+    from music_spectrogram_diffusion.inference.loading import abstract_params
+    from music_spectrogram_diffusion.models.config import T5Config
+    from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
+    from music_spectrogram_diffusion.testing import weight_fixtures
+    from music_spectrogram_diffusion.weights import transfer
+
+    expected = abstract_params(DiffusionModel(network_config=T5Config.tiny()))
+    source = weight_fixtures.write_diffusers_folder(str(tmp_path / "hub"), seed=0)
+    imported = str(tmp_path / "imported")
+    transfer.import_weights(format="diffusers", source=source, out=imported)
+    flags = [f for f in _flags("gin/models/diffusion_context/tiny.gin",
+                               "gin/tasks/context_embedded.gin", tmp_path / "tuned", data_dir, 1,
+                               "--gin.trainer.train.save_initial_checkpoint=True",
+                               "--gin.trainer.train.eval_data=None")
+             if f != "--gin_file=gin/train.gin"]
+    flags += ["--gin_file=gin/resume.gin", f"--gin.INITIAL_CHECKPOINT_PATH='{imported}'"]
+    assert train_cli.main(flags) == 0
+    assert checkpoints.list_checkpoints(str(tmp_path / "tuned")) == [0, 1]
+    params = checkpoints.restore_params(imported + "/checkpoint_0", expected)
+    started = checkpoints.restore_params(str(tmp_path / "tuned" / "checkpoint_0"), expected)
+    tuned = checkpoints.restore_params(str(tmp_path / "tuned" / "checkpoint_1"), expected)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(started)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(params), jax.tree.leaves(tuned)))
