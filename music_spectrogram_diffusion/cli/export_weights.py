@@ -5,8 +5,9 @@
 
 Writes model_index.json, notes_encoder/, continuous_encoder/, decoder/ (config.json +
 diffusion_pytorch_model.safetensors) and scheduler/ as diffusers 0.42's
-SpectrogramDiffusionPipeline.save_pretrained does, all or nothing (``weights.transfer``); load
-it with ``SpectrogramDiffusionPipeline.from_pretrained(OUT)``. Exits 1 with one message for a
+SpectrogramDiffusionPipeline.save_pretrained does, all or nothing (``weights.transfer``). Load
+it with each class's ``from_pretrained(OUT, subfolder=...)`` (diffusers 0.42's pipeline-level
+``from_pretrained`` cannot read the model_index.json its own save_pretrained writes). Exits 1 with one message for a
 bad MODEL_DIR or a model diffusers cannot hold, 2 for bad flags.
 """
 
