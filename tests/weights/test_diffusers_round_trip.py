@@ -86,58 +86,50 @@ def _copy_folder(folder, tmp_path):
     return copy
 
 
-def _edit_tensors(path, edit):
-    tensors = load_file(path)
-    edit(tensors)
-    save_file(tensors, path, metadata={"format": "pt"})
+def _edit(path, edit):
+    """Applies ``edit`` to a copied folder's safetensors dict or config JSON, in place."""
+    if path.endswith(".json"):
+        payload = _json(path)
+        edit(payload)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(payload, f)
+    else:
+        tensors = load_file(path)
+        edit(tensors)
+        save_file(tensors, path, metadata={"format": "pt"})
 
 
-def _edit_json(path, edit):
-    payload = _json(path)
-    edit(payload)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f)
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-@pytest.mark.parametrize("component,edit,message", [
-    ("decoder", lambda t: t.update({"decoders.0.layer.0.attention.to_qq.weight":
-                                    t.pop("decoders.0.layer.0.attention.to_q.weight")}),
-     "decoder/diffusion_pytorch_model.safetensors: unexpected tensor "
-     "'decoders.0.layer.0.attention.to_qq.weight' (not a parameter of the model; did you mean "
-     "'decoders.0.layer.0.attention.to_q.weight'?)"),
-    ("notes_encoder", lambda t: t.pop("layer_norm.weight"),
-     "notes_encoder/diffusion_pytorch_model.safetensors: tensor 'layer_norm.weight' is missing"),
-    ("continuous_encoder", lambda t: t.update({"input_proj.weight": t["input_proj.weight"].T}),
-     "continuous_encoder/diffusion_pytorch_model.safetensors: tensor 'input_proj.weight' has "
-     "shape (128, 32), the model needs (32, 128)"),
+@pytest.mark.parametrize("file,edit,message", [
+    (f"decoder/{WEIGHTS}", lambda t: t.update({"decoders.0.layer.0.attention.to_qq.weight":
+                                              t.pop("decoders.0.layer.0.attention.to_q.weight")}),
+     f"decoder/{WEIGHTS}: unexpected tensor 'decoders.0.layer.0.attention.to_qq.weight' (not a "
+     "parameter of the model; did you mean 'decoders.0.layer.0.attention.to_q.weight'?)"),
+    (f"notes_encoder/{WEIGHTS}", lambda t: t.pop("layer_norm.weight"),
+     f"notes_encoder/{WEIGHTS}: tensor 'layer_norm.weight' is missing"),
+    (f"continuous_encoder/{WEIGHTS}",
+     lambda t: t.update({"input_proj.weight": t["input_proj.weight"].T}),
+     f"continuous_encoder/{WEIGHTS}: tensor 'input_proj.weight' has shape (128, 32), the model "
+     "needs (32, 128)"),
+    ("decoder/config.json", lambda c: c.pop("d_kv"),
+     "decoder/config.json: field 'd_kv' is missing"),
+    ("notes_encoder/config.json", lambda c: c.update(feed_forward_proj="relu"),
+     "notes_encoder/config.json: feed_forward_proj is 'relu'"),
+    ("continuous_encoder/config.json", lambda c: c.update(num_layers=3),
+     "notes_encoder has 2 layers, continuous_encoder 3"),
+    ("decoder/config.json", lambda c: c.update(_class_name="UNet2DModel"),
+     "decoder/config.json: _class_name is 'UNet2DModel', expected 'T5FilmDecoder'"),
 ])
-def test_bad_tensors_are_one_line_naming_file_and_tensor(folder, tmp_path, capsys, component,
-                                                         edit, message):
+def test_bad_tensors_and_configs_are_one_line_naming_file_and_tensor_or_field(
+        folder, tmp_path, capsys, file, edit, message):
     copy = _copy_folder(folder, tmp_path)
-    _edit_tensors(str(copy / component / "diffusion_pytorch_model.safetensors"), edit)
+    _edit(str(copy / file), edit)
     status, _, stderr = _run(import_cli.main, ["--format", "diffusers", "--source", str(copy),
                                                "--out", str(tmp_path / "out")], capsys)
     assert status == 1 and message in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1
-    assert not os.path.exists(tmp_path / "out")
-
-
-@pytest.mark.parametrize("component,edit,message", [
-    ("decoder", lambda c: c.pop("d_kv"), "decoder/config.json: field 'd_kv' is missing"),
-    ("notes_encoder", lambda c: c.update(feed_forward_proj="relu"),
-     "notes_encoder/config.json: feed_forward_proj is 'relu'"),
-    ("continuous_encoder", lambda c: c.update(num_layers=3),
-     "notes_encoder has 2 layers, continuous_encoder 3"),
-    ("decoder", lambda c: c.update(_class_name="UNet2DModel"),
-     "decoder/config.json: _class_name is 'UNet2DModel', expected 'T5FilmDecoder'"),
-])
-def test_bad_configs_are_one_line_naming_file_and_field(folder, tmp_path, capsys, component,
-                                                        edit, message):
-    copy = _copy_folder(folder, tmp_path)
-    _edit_json(str(copy / component / "config.json"), edit)
-    status, _, stderr = _run(import_cli.main, ["--format", "diffusers", "--source", str(copy),
-                                               "--out", str(tmp_path / "out")], capsys)
-    assert status == 1 and message in stderr, stderr
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -159,7 +151,7 @@ def _torch_available():
 @pytest.mark.skipif(_torch_available(), reason="checks the message shown when torch is absent")
 def test_bin_weights_without_torch_say_so(folder, tmp_path, capsys):
     copy = _copy_folder(folder, tmp_path)
-    weights = copy / "decoder" / "diffusion_pytorch_model.safetensors"
+    weights = copy / "decoder" / WEIGHTS
     weights.rename(weights.with_suffix(".bin"))
     status, _, stderr = _run(import_cli.main, ["--format", "diffusers", "--source", str(copy),
                                                "--out", str(tmp_path / "out")], capsys)
