@@ -20,7 +20,6 @@ from the config files. Only the with-context model has a diffusers pipeline.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -146,16 +145,8 @@ def component_configs(config: T5Config) -> dict[str, dict[str, Any]]:
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: missing") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path}: unreadable JSON ({e})") from e
-    if not isinstance(payload, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return payload
+    return file_io.read_json_object(path, WeightsError, what="diffusers config",
+                                    missing="missing (not a diffusers pipeline folder?)")
 
 
 def read_config(folder: str) -> T5Config:
