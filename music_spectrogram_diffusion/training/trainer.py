@@ -518,7 +518,7 @@ def _initialise_from(initial_checkpoint: str, state: TrainState, shardings: Trai
     params = ckpt_lib.restore_params(path, abstract_state(state, shardings).params)
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     logger.info("Initialised the parameters from %s (fresh optimizer state, step 0)", path)
-    return TrainState(step=jnp.zeros_like(state.step), params=params, opt_state=opt_state)
+    return state.replace(params=params, opt_state=opt_state)  # a fresh state's step is 0
 
 
 def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, key, step,
