@@ -78,6 +78,8 @@ setuptools.setup(
             "msd-evaluate=music_spectrogram_diffusion.cli.evaluate:main",
             "msd-prepare-dataset=music_spectrogram_diffusion.cli.prepare_dataset:main",
             "msd-build-store=music_spectrogram_diffusion.cli.build_store:main",
+            "msd-import-weights=music_spectrogram_diffusion.cli.import_weights:main",
+            "msd-export-weights=music_spectrogram_diffusion.cli.export_weights:main",
         ],
     },
 )

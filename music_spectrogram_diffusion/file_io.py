@@ -3,6 +3,7 @@ checked JSON read that goes with them.
 
 Every writer of results, manifests and records uses these, so an interrupted run never leaves a
 half-written file where a finished one is expected (and an existing file stays untouched).
+``atomic_directory`` does the same for a whole directory (an imported MODEL_DIR).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -114,4 +116,38 @@ def atomic_file_set() -> Iterator[Callable[[str], str]]:
         for temp in temps.values():
             if os.path.exists(temp):
                 os.remove(temp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """A directory that appears complete or not at all.
+
+    Yields a temporary sibling directory (``.<name>.<random>.tmp``) to fill; on a clean exit it
+    is renamed to ``path``, on any error (KeyboardInterrupt included) it is removed and the
+    error raised. ``path`` must not exist, or be an empty directory (which is replaced). A
+    process killed outright can leave the hidden sibling behind, never a partial ``path``.
+
+    Raises:
+      FileExistsError: ``path`` exists and is not an empty directory.
+    """
+    path = os.path.abspath(path)
+
+    def check_free() -> None:
+        if os.path.lexists(path) and not (os.path.isdir(path) and not os.listdir(path)):
+            raise FileExistsError(f"{path}: already exists and is not an empty directory")
+
+    check_free()
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        yield temp_dir
+        check_free()
+        os.chmod(temp_dir, 0o755)
+        if os.path.isdir(path):
+            os.rmdir(path)
+        os.rename(temp_dir, path)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
         raise

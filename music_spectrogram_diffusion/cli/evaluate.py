@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", help="embedded dataset split (instead of --task)")
     parser.add_argument("--embedders", default="musicnn",
                         help="comma-separated: musicnn, logmel, vggish=SAVED_MODEL_DIR, trill=...")
-    parser.add_argument("--vocoder", default="griffin-lim", help="griffin-lim or a vocoder dir")
+    parser.add_argument("--vocoder", default="griffin-lim", help="griffin-lim, a trained vocoder dir, a SoundStream "
+                        "SavedModel dir or a melgan folder (model.onnx)")
     parser.add_argument("--baseline_vocoders", default="",
                         help="comma-separated extra vocoders with a ground-truth ceiling row")
     parser.add_argument("--sampler", default=runner.FAST_SAMPLER.name, choices=SAMPLER_NAMES)

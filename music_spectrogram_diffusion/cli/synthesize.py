@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=synthesis.seed,
                         help="sampling seed; the same seed gives the same audio")
     parser.add_argument("--vocoder", default="griffin-lim",
-                        help="'griffin-lim' (default) or a trained vocoder directory")
+                        help="'griffin-lim' (default), a trained vocoder directory, the "
+                             "SoundStream SavedModel directory, or the port's melgan folder "
+                             "(model.onnx)")
     parser.add_argument("--release-seconds", type=float, default=synthesis.release_seconds,
                         help="audio kept after the last note ends")
     parser.add_argument("--max-seconds", type=float, default=synthesis.max_midi_seconds,

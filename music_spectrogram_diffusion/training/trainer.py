@@ -428,10 +428,12 @@ def train(
       frozen_param_mask_fn: params -> bool tree of frozen parameters; defaults to
         ``models.layers.frozen_param_mask``.
       config_text: the operative gin config, saved as model_dir/config.gin.
-      initial_checkpoint: a checkpoint_<step> directory to start from when model_dir has no
-        checkpoint of its own (t5x ``restore_mode='specific'``; gin/resume.gin).
-      save_initial_checkpoint: on a fresh start, also save the initial state as checkpoint_0
-        (or checkpoint_<step> of ``initial_checkpoint``) before the first step.
+      initial_checkpoint: a checkpoint_<step> directory (or a MODEL_DIR: its newest) whose
+        parameters start a fine-tuning run when model_dir has no checkpoint of its own
+        (gin/resume.gin): params only, a fresh optimizer state, step 0. Imported weights
+        (msd-import-weights) work, as they hold no optimizer state.
+      save_initial_checkpoint: on a fresh start, also save the initial state (the
+        ``initial_checkpoint`` parameters, if given) as checkpoint_0 before the first step.
       max_seconds: wall-clock budget of this call, from its start; when it is spent the run
         saves a checkpoint and returns with ``stop_reason='deadline'``. None: no deadline.
       should_stop: called with the step after every step; True saves and returns with
@@ -468,13 +470,11 @@ def train(
         restored = store.restore_latest(abstract_state(state, shardings))
         fresh = restored is None
         if fresh and initial_checkpoint:
-            restored = ckpt_lib.restore_checkpoint(initial_checkpoint,
-                                                   abstract_state(state, shardings))
-            logger.info("Initialised from %s", initial_checkpoint)
+            state = _initialise_from(initial_checkpoint, state, shardings, tx)
         start_step, resumed_metadata = 0, None
         if restored is not None:
             state, metadata, _ = restored
-            resumed_metadata = None if fresh else metadata
+            resumed_metadata = metadata
             start_step = int(state.step)
             if metadata.get("batch_size") not in (None, batch_size):
                 logger.warning(
@@ -576,6 +576,18 @@ def train(
             writer.close()
         return TrainResult(step=step, metrics=metrics, stopped_by_signal=reason == "signal",
                            model_dir=model_dir, stop_reason=reason)
+
+
+def _initialise_from(initial_checkpoint: str, state: TrainState, shardings: TrainState,
+                     tx: optax.GradientTransformation) -> TrainState:
+    """``state`` with the parameters of ``initial_checkpoint``, a fresh optimizer state, step 0."""
+    path = initial_checkpoint
+    if ckpt_lib.checkpoint_step(path) is None and ckpt_lib.list_checkpoints(path):
+        path = ckpt_lib.checkpoint_path(path, ckpt_lib.list_checkpoints(path)[-1])
+    params = ckpt_lib.restore_params(path, abstract_state(state, shardings).params)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    logger.info("Initialised the parameters from %s (fresh optimizer state, step 0)", path)
+    return state.replace(params=params, opt_state=opt_state)  # a fresh state's step is 0
 
 
 def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, key, step,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from music_spectrogram_diffusion.cli import train as train_cli
+from music_spectrogram_diffusion.testing import fake_models
 from music_spectrogram_diffusion.training import checkpoints, summaries
 
 FAKE_MODEL_GIN = """
@@ -85,18 +86,64 @@ def test_tiny_models_train_from_cli_and_loss_falls(tmp_path, data_dir, model_gin
     assert os.path.exists(tmp_path / "config.gin")
 
 
-def test_resume_gin_starts_from_a_specific_checkpoint(tmp_path, data_dir, capsys):
+def test_resume_gin_fine_tunes_from_a_specific_checkpoints_params(tmp_path, data_dir, capsys):
     model_gin = tmp_path / "fake_model.gin"
     model_gin.write_text(FAKE_MODEL_GIN)
     first = tmp_path / "first"
     assert train_cli.main(_flags(model_gin, "gin/tasks/context_embedded.gin", first,
-                                 data_dir, 1)) == 0
+                                 data_dir, 3)) == 0
     second = tmp_path / "second"
-    flags = [f for f in _flags(model_gin, "gin/tasks/context_embedded.gin", second, data_dir, 2)
+    flags = [f for f in _flags(model_gin, "gin/tasks/context_embedded.gin", second, data_dir, 2,
+                               "--gin.trainer.train.save_initial_checkpoint=True")
              if f != "--gin_file=gin/train.gin"]
     flags += ["--gin_file=gin/resume.gin",
-              f"--gin.INITIAL_CHECKPOINT_PATH='{first / 'checkpoint_1'}'"]
+              f"--gin.INITIAL_CHECKPOINT_PATH='{first / 'checkpoint_3'}'"]
     assert train_cli.main(flags) == 0
-    # Started at step 1 (from the other run), so only step 2 was trained here.
-    assert [s for s, _ in summaries.read_scalars(str(second / "train"))["loss"]] == [2]
-    assert checkpoints.list_checkpoints(str(second)) == [2]
+    # Params only: the step count starts again at 0, so steps 1 and 2 were trained here ...
+    assert [s for s, _ in summaries.read_scalars(str(second / "train"))["loss"]] == [1, 2]
+    assert checkpoints.list_checkpoints(str(second)) == [0, 2]
+    # ... from the other run's parameters, with a fresh (all-zero) optimizer state.
+    import jax
+
+    from music_spectrogram_diffusion.inference.loading import abstract_params
+
+    expected = abstract_params(fake_models.FakeSpectrogramModel(with_context=True))
+    source = checkpoints.restore_params(str(first / "checkpoint_3"), expected)
+    started = checkpoints.restore_params(str(second / "checkpoint_0"), expected)
+    for a, b in zip(jax.tree.leaves(source), jax.tree.leaves(started)):
+        np.testing.assert_array_equal(a, b)
+    restored = checkpoints.restore_checkpoint(str(second / "checkpoint_0"), None)[0]
+    assert int(restored["step"]) == 0
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(restored["opt_state"])
+               if np.asarray(leaf).dtype.kind == "f")
+
+
+def test_resume_gin_fine_tunes_imported_weights(tmp_path, data_dir):
+    """msd-import-weights' MODEL_DIR (no optimizer state) starts a real tiny model's run."""
+    import jax
+
+    from music_spectrogram_diffusion.inference.loading import abstract_params
+    from music_spectrogram_diffusion.models.config import T5Config
+    from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
+    from music_spectrogram_diffusion.testing import weight_fixtures
+    from music_spectrogram_diffusion.weights import transfer
+
+    expected = abstract_params(DiffusionModel(network_config=T5Config.tiny()))
+    source = weight_fixtures.write_diffusers_folder(str(tmp_path / "hub"), seed=0)
+    imported = str(tmp_path / "imported")
+    transfer.import_weights(format="diffusers", source=source, out=imported)
+    flags = [f for f in _flags("gin/models/diffusion_context/tiny.gin",
+                               "gin/tasks/context_embedded.gin", tmp_path / "tuned", data_dir, 1,
+                               "--gin.trainer.train.save_initial_checkpoint=True",
+                               "--gin.trainer.train.eval_data=None")
+             if f != "--gin_file=gin/train.gin"]
+    flags += ["--gin_file=gin/resume.gin", f"--gin.INITIAL_CHECKPOINT_PATH='{imported}'"]
+    assert train_cli.main(flags) == 0
+    assert checkpoints.list_checkpoints(str(tmp_path / "tuned")) == [0, 1]
+    params = checkpoints.restore_params(imported + "/checkpoint_0", expected)
+    started = checkpoints.restore_params(str(tmp_path / "tuned" / "checkpoint_0"), expected)
+    tuned = checkpoints.restore_params(str(tmp_path / "tuned" / "checkpoint_1"), expected)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(started)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(params), jax.tree.leaves(tuned)))
