@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker counts to time besides in-process")
-    parser.add_argument("--batch-size", type=int, default=32, help="loader batch size")
-    parser.add_argument("--steps", type=int, default=30, help="timed loader batches")
+    parser.add_argument("--batch-size", type=int, default=128, help="loader batch size")
+    parser.add_argument("--steps", type=int, default=10, help="timed loader batches per repeat")
     parser.add_argument("--baseline-pythonpath", default=None,
                         help="also measure start-up and memory with this checkout's package")
     args = parser.parse_args(argv)

@@ -361,7 +361,10 @@ def _previous(directory: str, data_dir: str, settings: dict) -> PieceStore | Non
     if not os.path.exists(os.path.join(directory, STORE_NAME)):
         return None
     try:
-        return _read_store(directory, data_dir, settings)
+        store = _read_store(directory, data_dir, settings)
+        for shard in range(len(store.shards)):
+            store._arrays(shard)  # every header checked before any piece is copied
+        return store
     except StoreError as e:
         logger.warning("not reusing the previous store: %s", e)
         return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,9 +33,10 @@ _RESULT_PREFIX = "PIPELINE_BENCHMARK_RESULT "
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def measure_loader(data_dir: str, *, num_workers: int, batch_size: int = 32, steps: int = 30,
-                   task: str = CONTEXT_TRAIN, seed: int = 0) -> dict:
-    """Steady-state examples/s of BatchLoader (two warm-up batches are not timed)."""
+def measure_loader(data_dir: str, *, num_workers: int, batch_size: int = 128, steps: int = 10,
+                   repeats: int = 5, task: str = CONTEXT_TRAIN, seed: int = 0) -> dict:
+    """Steady-state examples/s of BatchLoader: ``repeats`` timings of ``steps`` batches after
+    two warm-up batches; best and median (the best is the least disturbed by other jobs)."""
     import psutil
 
     from music_spectrogram_diffusion.data import tasks
@@ -53,26 +55,30 @@ def measure_loader(data_dir: str, *, num_workers: int, batch_size: int = 32, ste
                 pass
         return total
 
+    rates, cpu_rates = [], []
     with BatchLoader(source, batch_size=batch_size, seed=seed, num_workers=num_workers,
                      prefetch=2) as batches:
         for _ in range(2):
             next(batches)
-        wall, own, workers = time.perf_counter(), time.process_time(), worker_cpu()
-        for _ in range(steps):
-            next(batches)
-        wall = time.perf_counter() - wall
-        own, workers = time.process_time() - own, worker_cpu() - workers
-    examples = steps * batch_size
-    cpu = workers if num_workers else own
-    return {"num_workers": num_workers, "batch_size": batch_size, "examples": examples,
-            "examples_per_second": examples / wall,
-            "examples_per_worker_cpu_second": examples / cpu,
-            "worker_cpu_seconds": cpu, "main_cpu_seconds": own, "wall_seconds": wall}
+        for _ in range(repeats):
+            wall, own, workers = time.perf_counter(), time.process_time(), worker_cpu()
+            for _ in range(steps):
+                next(batches)
+            wall = time.perf_counter() - wall
+            own, workers = time.process_time() - own, worker_cpu() - workers
+            rates.append(steps * batch_size / wall)
+            cpu_rates.append(steps * batch_size / (workers if num_workers else own))
+    return {"num_workers": num_workers, "batch_size": batch_size, "steps": steps,
+            "repeats": repeats, "examples_per_second": max(rates),
+            "examples_per_second_median": statistics.median(rates),
+            "examples_per_worker_cpu_second": max(cpu_rates),
+            "examples_per_worker_cpu_second_median": statistics.median(cpu_rates)}
 
 
 def _run_child(code: str, args: dict, pythonpath: str | None) -> dict:
-    """Runs ``code`` (reads ARGS, prints one result line) in a fresh process; adds its peak RSS
-    (``wait4`` of that very process) and its wall seconds from launch."""
+    """Runs ``code`` (reads ARGS, prints one result line with ``_result``) in a fresh process;
+    adds its wall seconds from launch. Peak RSS is the child's own VmHWM: the rusage of a
+    forked child also counts the parent's pages at the fork."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
     # `python -c` puts its working directory first on sys.path: run in the measured checkout.
     cwd = pythonpath or _REPO_DIR
@@ -80,11 +86,9 @@ def _run_child(code: str, args: dict, pythonpath: str | None) -> dict:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         launched = time.time()
         process = subprocess.Popen(
-            [sys.executable, "-c", f"import json, sys, time\nARGS = json.loads(sys.argv[1])\n"
-                                   f"{code}", json.dumps(args)],
+            [sys.executable, "-c", f"{_CHILD_PRELUDE}\n{code}", json.dumps(args)],
             env=env, cwd=cwd, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process.wait()
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
@@ -92,12 +96,20 @@ def _run_child(code: str, args: dict, pythonpath: str | None) -> dict:
                            f"{stderr[-4000:]}")
     lines = [line for line in stdout.splitlines() if line.startswith(_RESULT_PREFIX)]
     result = json.loads(lines[-1][len(_RESULT_PREFIX):])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024
     result["process_seconds"] = time.time() - launched
     if "first_step_time" in result:
         result["first_step_seconds"] = result.pop("first_step_time") - launched
     return result
 
+
+_CHILD_PRELUDE = """
+import json, re, sys, time
+ARGS = json.loads(sys.argv[1])
+def _result(values):
+    with open("/proc/self/status") as f:
+        hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1))
+    print("%s" + json.dumps(dict(values, peak_rss_mb=hwm / 1024)), flush=True)
+""" % _RESULT_PREFIX
 
 _DATA_STARTUP = """
 start = time.perf_counter()
@@ -109,9 +121,9 @@ opened = time.perf_counter()
 train.get_batch(0, ARGS["batch_size"], seed=0)
 train_eval.get_batch(0, ARGS["batch_size"], seed=0)
 done = time.perf_counter()
-print("%s" + json.dumps({"import_seconds": imported - start, "open_seconds": opened - imported,
-                         "first_batch_seconds": done - opened}))
-""" % _RESULT_PREFIX
+_result({"import_seconds": imported - start, "open_seconds": opened - imported,
+         "first_batch_seconds": done - opened})
+"""
 
 
 def measure_data_startup(data_dir: str, *, task: str = CONTEXT_TRAIN, batch_size: int = 4,
@@ -133,9 +145,8 @@ def should_stop(step):
         first.append(time.time())
     return False
 result = gin.get_configurable(trainer.train)(config_text=config_text, should_stop=should_stop)
-print("%s" + json.dumps({"first_step_time": first[0], "steps": result.step,
-                         "loss": result.metrics.get("loss")}))
-""" % _RESULT_PREFIX
+_result({"first_step_time": first[0], "steps": result.step, "loss": result.metrics.get("loss")})
+"""
 
 
 def measure_training(data_dir: str, *, steps: int = 5, batch_size: int = 4,
@@ -152,7 +163,7 @@ def measure_training(data_dir: str, *, steps: int = 5, batch_size: int = 4,
 
 
 def run_benchmark(small_dir: str, large_dir: str, *, workers: Sequence[int] = (1, 2),
-                  batch_size: int = 32, steps: int = 30, train_steps: int = 5,
+                  batch_size: int = 128, steps: int = 10, train_steps: int = 5,
                   baseline_pythonpath: str | None = None, log=print) -> dict:
     """Everything ``format_table`` shows: throughput on ``large_dir``; start-up and memory on
     both; the same subprocess measurements for ``baseline_pythonpath`` if given."""

@@ -211,7 +211,9 @@ def pad_tokens(tokens: np.ndarray, length: int = DEFAULT_FEATURES.max_note_token
     if tokens.ndim != 1 or len(tokens) > length:
         raise ValueError(f"pad_tokens: {tokens.shape[0] if tokens.ndim else 0} tokens "
                          f"(shape {tokens.shape}) do not fit into {length}")
-    return np.pad(tokens, (0, length - len(tokens)), constant_values=vocabularies.PAD_ID)
+    padded = np.full(length, vocabularies.PAD_ID, np.int32)  # np.pad costs 10x more per call
+    padded[: len(tokens)] = tokens
+    return padded
 
 
 def tokenize_note_sequence(

@@ -247,13 +247,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def host_batch_slice(global_batch_size: int) -> slice:
-    """This host's rows of the global batch (per-host input sharding, t5x style)."""
-    hosts = jax.process_count()
-    if global_batch_size % hosts:
-        raise ValueError(f"batch size {global_batch_size} is not divisible by {hosts} hosts")
-    per_host = global_batch_size // hosts
-    start = jax.process_index() * per_host
-    return slice(start, start + per_host)
+    """This host's rows of the global batch (per-host input sharding, t5x style); the rule is
+    ``data.loader.host_rows``, which the input pipeline uses too."""
+    from music_spectrogram_diffusion.data.loader import host_rows
+
+    rows = host_rows(global_batch_size, process_index=jax.process_index(),
+                     process_count=jax.process_count())
+    return slice(0, global_batch_size) if rows is None else rows
 
 
 def max_over_hosts(value: int) -> int:

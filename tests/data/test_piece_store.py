@@ -186,6 +186,8 @@ def test_shard_with_another_shape_is_an_error_when_mapped(copy_dir):
     with pytest.raises(piece_store.StoreError, match="says <f4") as info:
         source.example(0, 0)
     assert str(info.value).startswith(path) and "msd-build-store" in str(info.value)
+    assert build_store_cli.main([copy_dir, "--quiet"]) == 0  # not reused: computed again
+    _open(copy_dir).example(0, 0)
 
 
 def test_piece_outside_its_shard_is_an_error(copy_dir):
