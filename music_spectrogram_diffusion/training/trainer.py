@@ -194,6 +194,20 @@ def make_train_step(
     return train_step
 
 
+def jit_train_step(model: SpectrogramModel, optimizer: optax.GradientTransformation,
+                   state_shardings: TrainState, mesh, **step_options: Any):
+    """``make_train_step(model, optimizer, **step_options)`` jitted with the trainer's shardings:
+    the state as ``state_shardings`` (donated), batches over 'data', key and metrics replicated.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        make_train_step(model, optimizer, **step_options),
+        in_shardings=(state_shardings, partitioning.batch_sharding(mesh), replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+
 def example_keys(rng: jax.Array, batch: dict) -> jax.Array:
     """One key per example of ``batch`` (``contract.split_loss_keys`` takes them)."""
     return jax.random.split(rng, batch["target_frames"].shape[0])
@@ -275,8 +289,8 @@ class StopCheck:
         return None
 
 
-def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int,
-                buckets: Sequence[int] = ()) -> dict:
+def host_batch(source: BatchSource, index: int, batch_size: int, seed: int,
+               buckets: Sequence[int] = ()) -> dict:
     """This host's rows of batch ``index``, note tokens cut to the global batch's bucket."""
     rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
     return _bucketed(source.get_batch(index, batch_size, seed=seed, rows=rows), buckets)
@@ -460,7 +474,7 @@ def train(
         root = jax.random.key(seed)
         init_key, dropout_key, eval_key = jax.random.split(root, 3)
 
-        first = _host_batch(train_data, 0, batch_size, seed)
+        first = host_batch(train_data, 0, batch_size, seed)
         init_batch = {k: np.asarray(v[:1]) for k, v in first.items()}
         make_optimizer = lambda params: opt_lib.make_optimizer(optimizer, frozen_param_mask_fn(params))
         with mesh:
@@ -495,19 +509,12 @@ def train(
             if registry.is_registered(model):
                 registry.write_model_config(model_dir, model)
 
-        replicated = NamedSharding(mesh, PartitionSpec())
-        step_fn = jax.jit(
-            make_train_step(
-                model,
-                tx,
-                num_microbatches=num_microbatches,
-                microbatch_reduction=microbatch_reduction,
-                skip_nonfinite=on_nonfinite == "skip",
-                learning_rate_fn=opt_lib.make_learning_rate_schedule(optimizer),
-            ),
-            in_shardings=(shardings, partitioning.batch_sharding(mesh), replicated),
-            out_shardings=(shardings, replicated),
-            donate_argnums=(0,),
+        step_fn = jit_train_step(
+            model, tx, shardings, mesh,
+            num_microbatches=num_microbatches,
+            microbatch_reduction=microbatch_reduction,
+            skip_nonfinite=on_nonfinite == "skip",
+            learning_rate_fn=opt_lib.make_learning_rate_schedule(optimizer),
         )
         eval_fn = jax.jit(make_eval_step(model))
         writers = {}
@@ -596,7 +603,7 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
     totals: dict[str, float] = {}
     first = None
     for i in range(eval_steps):
-        host = _host_batch(eval_data, i, batch_size, seed, buckets)
+        host = host_batch(eval_data, i, batch_size, seed, buckets)
         first = host if first is None else first
         batch = partitioning.shard_batch(host, mesh)
         out = jax.device_get(eval_fn(state.params, batch, jax.random.fold_in(key, i)))
