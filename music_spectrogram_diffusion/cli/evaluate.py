@@ -22,6 +22,7 @@ import os
 import sys
 
 from music_spectrogram_diffusion.diffusion.samplers import SAMPLER_NAMES, SamplerConfig
+from music_spectrogram_diffusion.diffusion.time_grids import TIME_GRID_NAMES
 from music_spectrogram_diffusion.evaluation import runner
 
 
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated extra vocoders with a ground-truth ceiling row")
     parser.add_argument("--sampler", default=runner.FAST_SAMPLER.name, choices=SAMPLER_NAMES)
     parser.add_argument("--steps", type=int, default=runner.FAST_SAMPLER.num_steps)
+    parser.add_argument("--time_grid", default=runner.FAST_SAMPLER.time_grid,
+                        choices=TIME_GRID_NAMES, help="where the sampler's steps go in t")
     parser.add_argument("--guidance", type=float, default=runner.FAST_SAMPLER.guidance_weight)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_songs", type=int)
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         sampler = SamplerConfig(name=args.sampler, num_steps=args.steps,
-                                guidance_weight=args.guidance)
+                                guidance_weight=args.guidance, time_grid=args.time_grid)
     except ValueError as e:
         print(f"msd-evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ PROG = "msd-synthesize"
 
 def _parser() -> argparse.ArgumentParser:
     from music_spectrogram_diffusion.diffusion.samplers import SAMPLER_NAMES, SamplerConfig
+    from music_spectrogram_diffusion.diffusion.time_grids import TIME_GRID_NAMES
     from music_spectrogram_diffusion.inference.synthesis import SynthesisConfig
 
     sampler, synthesis = SamplerConfig(), SynthesisConfig()
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"diffusion sampler (default {sampler.name}, the original's)")
     parser.add_argument("--steps", type=int, default=sampler.num_steps,
                         help=f"sampler steps (default {sampler.num_steps}; dpm++ needs ~20)")
+    parser.add_argument("--time-grid", default=sampler.time_grid, choices=TIME_GRID_NAMES,
+                        help=f"where the steps go in t (default {sampler.time_grid}, the original's)")
     parser.add_argument("--guidance", type=float, default=sampler.guidance_weight,
                         help=f"classifier-free guidance weight (default {sampler.guidance_weight:g};"
                              " 1 = no guidance, half the cost)")
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = SynthesisConfig(
             sampler=SamplerConfig(name=args.sampler, num_steps=args.steps,
-                                  guidance_weight=args.guidance),
+                                  guidance_weight=args.guidance, time_grid=args.time_grid),
             seed=args.seed, release_seconds=args.release_seconds,
             max_midi_seconds=args.max_seconds, slakh_programs=args.slakh_programs)
     except ValueError as e:
