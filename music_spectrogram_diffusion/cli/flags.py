@@ -48,5 +48,6 @@ def flag_names(message: str, flags: Mapping[str, str]) -> str:
     replaced by its flag from ``flags`` ({field: flag}), longest names first."""
     for field in sorted(flags, key=len, reverse=True):
         qualified = r"(?:\b[A-Z]\w*\.)?" if "." not in field else ""
-        message = re.sub(qualified + r"\b" + re.escape(field) + r"\b", flags[field], message)
+        message = re.sub(r"(?<![-\w.])" + qualified + re.escape(field) + r"\b", flags[field],
+                         message)
     return message
