@@ -29,11 +29,14 @@ strings need gin quotes: --gin.MODEL_DIR="'/tmp/run'"
 def add_gin_flags(parser: argparse.ArgumentParser, *, required_macros: Sequence[str] = ()
                   ) -> None:
     """Adds --gin_file / --gin_search_paths / --gin_bindings and the help text for all forms."""
-    parser.add_argument("--gin_file", action="append", default=[], metavar="FILE",
+    parser.add_argument("--gin_file", "--gin-file", action="append", default=[],
+                        metavar="FILE",
                         help="gin config file (repeatable; later files override earlier)")
-    parser.add_argument("--gin_search_paths", action="append", default=[], metavar="A,B",
+    parser.add_argument("--gin_search_paths", "--gin-search-paths", action="append", default=[],
+                        metavar="A,B",
                         help="comma-separated directories searched for gin files and includes")
-    parser.add_argument("--gin_bindings", action="append", default=[], metavar="'NAME = V'",
+    parser.add_argument("--gin_bindings", "--gin-bindings", action="append", default=[],
+                        metavar="'NAME = V'",
                         help="a gin binding (repeatable); same as --gin.NAME=V")
     required = ""
     if required_macros:

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write the log-mel as <name>.npy [frames, 128]")
     parser.add_argument("--plot", action="store_true",
                         help="also write a spectrogram picture <name>.png")
-    parser.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", "--no-progress", action="store_true",
+                        help="no progress bars")
     return parser
 
 
