@@ -30,11 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a few-minute smoke run")
     parser.add_argument("--budget_minutes", "--budget-minutes", type=float, default=30.0,
                         help="approximate wall time on an idle 2-core CPU (ignored by --quick)")
-    parser.add_argument("--data_dir", "--data-dir", help="embedded dataset directory (built if missing; "
+    parser.add_argument("--data_dir", "--data-dir",
+                        help="embedded dataset directory (built if missing; "
                         "default data/embedded, or data/embedded_quick with --quick)")
     parser.add_argument("--out", help="results directory (default results, or results/quick)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=2, help="dataset build processes")
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=2,
+                        help="dataset build processes")
     return parser
 
 

@@ -34,12 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="selects pieces, splits, instruments")
     parser.add_argument("--soundfont", default=None,
                         help="General MIDI .sf2 file (default: TimGM6mb from pretty_midi)")
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=2, help="parallel processes")
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=2,
+                        help="parallel processes")
     parser.add_argument(
-        "--drum_probability", "--drum-probability", type=float, default=embedded_dataset.DEFAULT_DRUM_PROBABILITY,
+        "--drum_probability", "--drum-probability", type=float,
+        default=embedded_dataset.DEFAULT_DRUM_PROBABILITY,
         help="chance that a piece gets a generated drum part")
     parser.add_argument(
-        "--max_piece_seconds", "--max-piece-seconds", type=float, default=embedded_dataset.DEFAULT_MAX_PIECE_SECONDS,
+        "--max_piece_seconds", "--max-piece-seconds", type=float,
+        default=embedded_dataset.DEFAULT_MAX_PIECE_SECONDS,
         help="cut each piece after this much music")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

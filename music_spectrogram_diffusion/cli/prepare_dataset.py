@@ -34,11 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", required=True,
                         help="the unpacked release (or a folder of the original's TFRecords)")
     parser.add_argument("--out", required=True, help="prepared dataset folder (created)")
-    parser.add_argument("--source_format", "--source-format", choices=sources.SOURCE_FORMATS, default="raw",
+    parser.add_argument("--source_format", "--source-format", choices=sources.SOURCE_FORMATS,
+                        default="raw",
                         help="'raw': the public release layout; 'tfrecord': the original "
                              "pipeline's TFRecords (spec §3.1)")
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--guitarset_audio", "--guitarset-audio", choices=("mic", "mix"), default=None,
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=1,
+                        help="parallel processes")
+    parser.add_argument("--guitarset_audio", "--guitarset-audio", choices=("mic", "mix"),
+                        default=None,
                         help="GuitarSet only: microphone (default) or pickup-mix audio")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 2 if any piece failed")

@@ -52,9 +52,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="sampling seed; the same seed gives the same audio")
     parser.add_argument("--vocoder", default="griffin-lim",
                         help="'griffin-lim' (default) or a trained vocoder directory")
-    parser.add_argument("--release_seconds", "--release-seconds", type=float, default=synthesis.release_seconds,
+    parser.add_argument("--release_seconds", "--release-seconds", type=float,
+                        default=synthesis.release_seconds,
                         help="audio kept after the last note ends")
-    parser.add_argument("--max_seconds", "--max-seconds", type=float, default=synthesis.max_midi_seconds,
+    parser.add_argument("--max_seconds", "--max-seconds", type=float,
+                        default=synthesis.max_midi_seconds,
                         help="refuse MIDI files longer than this")
     parser.add_argument("--slakh_programs", "--slakh-programs", action="store_true",
                         help="map programs onto the Slakh classes (models trained on Slakh)")
