@@ -4,7 +4,8 @@ Every command that takes gin files (``msd-train``, ``msd-train-vocoder``) and th
 (``jobs/``) parse through ``parse_gin``, so they share one search-path rule:
 
   1. the current working directory;
-  2. the directory that holds the shipped ``gin/`` folder (``gin_root()``), so that
+  2. the directory that holds the shipped ``gin/`` folder (``gin_root()``: the installed package,
+     or the checkout), so that
      ``--gin_file=gin/train.gin`` and ``include 'gin/models/...'`` work from any directory;
   3. the caller's ``--gin_search_paths``.
 
@@ -41,8 +42,15 @@ class GinConfigError(ValueError):
 
 
 def gin_root() -> str:
-    """The directory holding the shipped ``gin/`` folder (gin paths are relative to it)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(music_spectrogram_diffusion.__file__)))
+    """The directory holding the shipped ``gin/`` folder (gin paths are relative to it).
+
+    An installed wheel carries it as package data (``music_spectrogram_diffusion/gin``, see
+    setup.py); in a checkout it is ``gin/`` beside the package.
+    """
+    package = os.path.dirname(os.path.abspath(music_spectrogram_diffusion.__file__))
+    if os.path.isfile(os.path.join(package, "gin", "train.gin")):
+        return package
+    return os.path.dirname(package)
 
 
 def search_paths(extra: Sequence[str] = ()) -> list[str]:

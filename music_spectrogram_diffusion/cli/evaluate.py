@@ -104,6 +104,7 @@ def songs_to_evaluate(args: argparse.Namespace, models: dict[str, str]) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     from music_spectrogram_diffusion.audio.vocoders.checkpoints import VocoderCheckpointError
+    from music_spectrogram_diffusion.dependencies import MissingDependencyError
     from music_spectrogram_diffusion.data.embedded_dataset import DatasetError
     from music_spectrogram_diffusion.data.midi_io import MidiError
     from music_spectrogram_diffusion.evaluation.embedders import EmbedderError
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         songs = songs_to_evaluate(args, models)
         result = runner.run_evaluation(models, songs, out_dir=args.out, config=config)
     except (runner.EvaluationError, DatasetError, CheckpointLoadError, VocoderCheckpointError,
-            EmbedderError, SynthesisError, MidiError) as e:
+            EmbedderError, SynthesisError, MidiError, MissingDependencyError) as e:
         return flags.fail(PROG, e, FLAG_NAMES)
     with open(result.report_paths["markdown"], encoding="utf-8") as f:
         print(f.read())

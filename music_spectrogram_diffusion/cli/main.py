@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from music_spectrogram_diffusion.audio.vocoders.checkpoints import VocoderCheckpointError
     from music_spectrogram_diffusion.data.embedded_dataset import DatasetError
     from music_spectrogram_diffusion.data.rendering import RenderError
+    from music_spectrogram_diffusion.dependencies import MissingDependencyError
     from music_spectrogram_diffusion.evaluation import runner
     from music_spectrogram_diffusion.jobs import main_job
     from music_spectrogram_diffusion.evaluation.embedders import EmbedderError
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         result = main_job.run_main_job(data_dir=data_dir, out_dir=out_dir, config=config,
                                        num_workers=args.num_workers)
     except (DatasetError, RenderError, runner.EvaluationError, VocoderCheckpointError,
-            EmbedderError) as e:
+            EmbedderError, MissingDependencyError) as e:
         return flags.fail(PROG, e)
     with open(result.report_paths["markdown"], encoding="utf-8") as f:
         print(f.read())

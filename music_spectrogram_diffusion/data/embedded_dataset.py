@@ -427,8 +427,12 @@ def _reusable_outcome(
 
 
 def _check_soundfont(path: str) -> None:
-    import tinysoundfont
+    from music_spectrogram_diffusion import dependencies
 
+    try:
+        tinysoundfont = dependencies.require("tinysoundfont")
+    except dependencies.MissingDependencyError as e:
+        raise DatasetError(str(e)) from e
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: soundfont file not found")
     try:

@@ -172,8 +172,8 @@ def test_bad_flags_exit_2(model_dir, capsys):
         synthesize.main(["--checkpoint", model_dir, "--midi", "a.mid", "--out", "a.wav",
                          "--sampler", "euler"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'euler'" in capsys.readouterr().err
     err = capsys.readouterr().err
+    assert "invalid choice: 'euler'" in err
     assert err.count("\n") == 1 and err.endswith("(see msd-synthesize --help)\n")
     # Values the library refuses are named by their flags, not the config fields.
     for typed, value, named in [("--steps", "0", "--steps"), ("--max_seconds", "-1", "--max_seconds"),
