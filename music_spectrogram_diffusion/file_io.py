@@ -74,6 +74,23 @@ def write_json_atomic(path: str, payload: Any, *, sort_keys: bool = False) -> No
     write_file_atomic(path, lambda f: f.write(text), mode="w")
 
 
+def output_dir_problem(path: str) -> str | None:
+    """Why ``path`` cannot be (or be created as) a directory, or None if it can.
+
+    A file at ``path`` or at one of its parents is the problem; ``os.makedirs`` would raise a
+    bare NotADirectoryError or FileExistsError for it.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "exists and is a file, not a directory"
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        return f"{parent} is a file, not a directory"
+    return None
+
+
 def _temp_path_for(path: str) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

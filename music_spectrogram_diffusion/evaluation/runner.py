@@ -52,6 +52,7 @@ from music_spectrogram_diffusion.evaluation.references import (  # re-exported f
     Song,
     list_songs,
     load_references,
+    run_test_task,
     open_embedders,
 )
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
