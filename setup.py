@@ -2,8 +2,19 @@
 
 Version bounds here say what is known to work; requirements/constraints.txt pins the exact set
 that scripts/setup_env.sh installs. Wheels whose metadata pins impossible versions (basic-pitch,
-musicnn, tinysoundfont's optional PyAudio) are installed by scripts/setup_env.sh with --no-deps.
+musicnn, tinysoundfont's optional PyAudio) are listed in music_spectrogram_diffusion/dependencies.py
+and installed with --no-deps after this package:
+
+    pip install ".[eval]"
+    pip install --no-deps $(python -m music_spectrogram_diffusion.dependencies)
+
+The gin/ folder is shipped inside the package (music_spectrogram_diffusion/gin/ once installed),
+so --gin_file=gin/... works from any directory (gin_config.gin_root()).
 """
+
+import glob
+import os
+
 
 import setuptools
 
@@ -24,6 +35,7 @@ _CORE = [
     "mido>=1.3",
     "soundfile>=0.13",
     "numpy>=2.0",
+    "protobuf>=5",  # note_seq's NoteSequence; google.protobuf in the TFRecord reader
     "scipy>=1.13",
     "tqdm>=4.66",
     "music21>=10.0",
@@ -57,6 +69,9 @@ _EXTRAS = {
     ],
 }
 
+_GIN_FILES = sorted(os.path.relpath(path, "gin")
+                    for path in glob.glob(os.path.join("gin", "**", "*.gin"), recursive=True))
+
 setuptools.setup(
     name="music-spectrogram-diffusion",
     version="0.1.0",
@@ -64,7 +79,12 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["music_spectrogram_diffusion", "music_spectrogram_diffusion.*"]),
+    packages=[*setuptools.find_packages(include=["music_spectrogram_diffusion",
+                                                 "music_spectrogram_diffusion.*"]),
+              "music_spectrogram_diffusion.gin"],
+    # gin/ (at the top of the checkout) becomes the package data folder music_spectrogram_diffusion/gin.
+    package_dir={"music_spectrogram_diffusion.gin": "gin"},
+    package_data={"music_spectrogram_diffusion.gin": _GIN_FILES},
     install_requires=_CORE,
     extras_require=_EXTRAS,
     entry_points={
@@ -78,6 +98,8 @@ setuptools.setup(
             "msd-evaluate=music_spectrogram_diffusion.cli.evaluate:main",
             "msd-prepare-dataset=music_spectrogram_diffusion.cli.prepare_dataset:main",
             "msd-build-store=music_spectrogram_diffusion.cli.build_store:main",
+            "msd-import-weights=music_spectrogram_diffusion.cli.import_weights:main",
+            "msd-export-weights=music_spectrogram_diffusion.cli.export_weights:main",
         ],
     },
 )

@@ -3,6 +3,7 @@ checked JSON read that goes with them.
 
 Every writer of results, manifests and records uses these, so an interrupted run never leaves a
 half-written file where a finished one is expected (and an existing file stays untouched).
+``atomic_directory`` does the same for a whole directory (an imported MODEL_DIR).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -72,6 +74,23 @@ def write_json_atomic(path: str, payload: Any, *, sort_keys: bool = False) -> No
     write_file_atomic(path, lambda f: f.write(text), mode="w")
 
 
+def output_dir_problem(path: str) -> str | None:
+    """Why ``path`` cannot be (or be created as) a directory, or None if it can.
+
+    A file at ``path`` or at one of its parents is the problem; ``os.makedirs`` would raise a
+    bare NotADirectoryError or FileExistsError for it.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "exists and is a file, not a directory"
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        return f"{parent} is a file, not a directory"
+    return None
+
+
 def _temp_path_for(path: str) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -114,4 +133,38 @@ def atomic_file_set() -> Iterator[Callable[[str], str]]:
         for temp in temps.values():
             if os.path.exists(temp):
                 os.remove(temp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """A directory that appears complete or not at all.
+
+    Yields a temporary sibling directory (``.<name>.<random>.tmp``) to fill; on a clean exit it
+    is renamed to ``path``, on any error (KeyboardInterrupt included) it is removed and the
+    error raised. ``path`` must not exist, or be an empty directory (which is replaced). A
+    process killed outright can leave the hidden sibling behind, never a partial ``path``.
+
+    Raises:
+      FileExistsError: ``path`` exists and is not an empty directory.
+    """
+    path = os.path.abspath(path)
+
+    def check_free() -> None:
+        if os.path.lexists(path) and not (os.path.isdir(path) and not os.listdir(path)):
+            raise FileExistsError(f"{path}: already exists and is not an empty directory")
+
+    check_free()
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    temp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        yield temp_dir
+        check_free()
+        os.chmod(temp_dir, 0o755)
+        if os.path.isdir(path):
+            os.rmdir(path)
+        os.rename(temp_dir, path)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
         raise

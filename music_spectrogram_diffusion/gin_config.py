@@ -4,7 +4,8 @@ Every command that takes gin files (``msd-train``, ``msd-train-vocoder``) and th
 (``jobs/``) parse through ``parse_gin``, so they share one search-path rule:
 
   1. the current working directory;
-  2. the directory that holds the shipped ``gin/`` folder (``gin_root()``), so that
+  2. the directory that holds the shipped ``gin/`` folder (``gin_root()``: the installed package,
+     or the checkout), so that
      ``--gin_file=gin/train.gin`` and ``include 'gin/models/...'`` work from any directory;
   3. the caller's ``--gin_search_paths``.
 
@@ -17,18 +18,22 @@ CONFIG``), so the caller's own gin configuration is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import music_spectrogram_diffusion
 
 MODEL_MACRO = "MODEL"
 _REQUIRED_RE = re.compile(r"^(\w+) = %gin\.REQUIRED\s*$", re.M)
+_MACRO_USE_RE = re.compile(r"%(\w+)\b(?!\.)")
+_MACRO_DEFINITION_RE = re.compile(r"^(\w+) = ", re.M)
 _added_search_paths: set[str] = set()
 
 
@@ -37,8 +42,15 @@ class GinConfigError(ValueError):
 
 
 def gin_root() -> str:
-    """The directory holding the shipped ``gin/`` folder (gin paths are relative to it)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(music_spectrogram_diffusion.__file__)))
+    """The directory holding the shipped ``gin/`` folder (gin paths are relative to it).
+
+    An installed wheel carries it as package data (``music_spectrogram_diffusion/gin``, see
+    setup.py); in a checkout it is ``gin/`` beside the package.
+    """
+    package = os.path.dirname(os.path.abspath(music_spectrogram_diffusion.__file__))
+    if os.path.isfile(os.path.join(package, "gin", "train.gin")):
+        return package
+    return os.path.dirname(package)
 
 
 def search_paths(extra: Sequence[str] = ()) -> list[str]:
@@ -48,13 +60,56 @@ def search_paths(extra: Sequence[str] = ()) -> list[str]:
 
 
 def first_line(error: BaseException) -> str:
-    """The first lines of an exception's message (gin's messages run over several)."""
+    """The first lines of an exception's message on one line (gin's messages run over several)."""
     text = str(error).strip() or type(error).__name__
-    return " ".join(text.split("\n")[:3])
+    return " ".join(" ".join(text.split("\n")[:3]).split())
+
+
+class _DropGinLogging(logging.Filter):
+    """Drops the records gin logs on the root logger while it looks for files: it tries every
+    search path as a Python package too and logs ``ERROR root: Path not found`` for each miss."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not os.path.abspath(record.pathname).startswith(_gin_package_dir())
+
+
+def _gin_package_dir() -> str:
+    import gin
+
+    return os.path.dirname(os.path.abspath(gin.__file__)) + os.sep
+
+
+@contextlib.contextmanager
+def _quiet_gin_file_search():
+    root = logging.getLogger()
+    quiet = _DropGinLogging()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _binding_error(binding: str, error: Exception) -> GinConfigError:
+    """One line naming the binding; a bare word where a value belongs gets the quoting hint."""
+    name, _, value = (part.strip() for part in binding.partition("="))
+    message = f"binding '{binding}': {first_line(error)}"
+    if "Unable to parse value" in str(error) and value and value[0] not in "'\"":
+        message += (f"; strings need gin quotes: --gin.{name}=\"'{value}'\" "
+                    f"(or --gin_bindings=\"{name} = '{value}'\")")
+    return GinConfigError(message)
+
+
+def undefined_macros(config_text: str) -> list[str]:
+    """Macros the config uses (``%NAME``) but never defines (``NAME = ...``), sorted."""
+    used = set(_MACRO_USE_RE.findall(config_text))
+    defined = set(_MACRO_DEFINITION_RE.findall(config_text))
+    return sorted(used - defined)
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), *,
-              extra_search_paths: Sequence[str] = (), clear: bool = True) -> str:
+              extra_search_paths: Sequence[str] = (), clear: bool = True,
+              macro_hints: Mapping[str, str] | None = None) -> str:
     """Parses gin files, then bindings, after the search paths are set; returns config_str().
 
     Args:
@@ -62,10 +117,13 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), *,
       bindings: ``NAME = VALUE`` lines applied after the files.
       extra_search_paths: the caller's additional search paths.
       clear: start from an empty config (what a command does); the config is not finalized.
+      macro_hints: {macro: where it usually comes from} for the macros the caller needs; one of
+        them used but not defined by any file or binding is an error naming the hint (e.g.
+        ``MODEL``: "a model gin file, e.g. --gin_file=gin/models/diffusion/tiny.gin").
 
     Raises:
-      GinConfigError: a missing file, bad syntax, an unknown configurable, or a required macro
-        (``%gin.REQUIRED``) left unset.
+      GinConfigError: a missing file, bad syntax (naming the binding), an unknown configurable,
+        a required macro (``%gin.REQUIRED``) left unset, or a hinted macro used but undefined.
     """
     import gin
 
@@ -75,16 +133,30 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), *,
         if path not in _added_search_paths:
             gin.add_config_file_search_path(path)
             _added_search_paths.add(path)
-    try:
-        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
-    except (ValueError, KeyError, NameError, TypeError, OSError, SyntaxError,
-            ImportError) as e:
-        raise GinConfigError(first_line(e)) from e
+    errors = (ValueError, KeyError, NameError, TypeError, OSError, SyntaxError, ImportError)
+    with _quiet_gin_file_search():
+        try:
+            gin.parse_config_files_and_bindings(list(files), None, finalize_config=False)
+        except errors as e:
+            raise GinConfigError(first_line(e)) from e
+        for binding in bindings:
+            try:
+                gin.parse_config(binding)
+            except errors as e:
+                raise _binding_error(binding, e) from e
     text = gin.config_str()
     missing = _REQUIRED_RE.findall(text)
     if missing:
         raise GinConfigError(f"required macro(s) not set: {', '.join(missing)} (add e.g. "
                              f"--gin.{missing[0]}=...)")
+    undefined: dict[str, list[str]] = {}  # hint -> the undefined macros it defines
+    for name in undefined_macros(text):
+        if name in (macro_hints or {}):
+            undefined.setdefault(macro_hints[name], []).append(name)
+    if undefined:
+        raise GinConfigError("; ".join(
+            f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not defined: add {hint}"
+            for hint, names in undefined.items()))
     return text
 
 

@@ -1,17 +1,22 @@
-"""Benchmarks one training step of the small context diffusion model on this machine.
+"""Benchmarks training steps of the context diffusion model on embedded-dataset batches.
 
-    python scripts/benchmark_training.py [--quick] [--batch_size 2] [--steps 3] [--out FILE]
+    python scripts/benchmark_training.py --data_dir data/embedded [--sizes tiny,small]
+        [--batch_size 4] [--steps 3] [--out benchmark_training.json]
 
-Prints a table and writes JSON (to --out, default benchmark_training.json): steps/s,
-examples/s and achieved FLOP/s from XLA's cost analysis. --quick uses the tiny model and one
-timed step (a smoke run, seconds); the default small model (102.7 M trainable parameters,
-spec §4.6) takes minutes on a CPU. Synthetic batches: the input pipeline is not timed.
+For each size (tiny, small) and setting (padded = today's 2048-token padding in float32;
+buckets; buckets + bfloat16) it times the trainer's jitted step on train batches of the
+embedded dataset (build one with ``msd-make-dataset --out data/embedded``) and prints a
+markdown table: s/step, examples/s, speed-up over 'padded', XLA's FLOPs per step, "real"
+FLOPs (every example cut to its own note tokens), and both as a fraction of a float32
+matmul probe of the model's MLP shape timed around every step (``training/benchmark.py``).
+Writes every number to --out as JSON. About 15 minutes on an idle 2-core CPU, mostly the
+small model's padded step and its compilations; --sizes tiny is a smoke run of a minute.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import os
 import sys
 
 from music_spectrogram_diffusion import file_io
@@ -19,27 +24,29 @@ from music_spectrogram_diffusion import file_io
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model, one step")
-    parser.add_argument("--size", default=None, help="model size: tiny, small, base, large")
-    parser.add_argument("--batch_size", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--data_dir", default=os.path.join("data", "embedded"),
+                        help="embedded dataset directory (msd-make-dataset)")
+    parser.add_argument("--sizes", default="tiny,small", help="comma-separated model sizes")
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
     parser.add_argument("--out", default="benchmark_training.json")
     args = parser.parse_args(argv)
+    if not os.path.exists(os.path.join(args.data_dir, "manifest.json")):
+        print(f"{args.data_dir}: no embedded dataset (manifest.json); build one with "
+              f"msd-make-dataset --out {args.data_dir}", file=sys.stderr)
+        return 2
 
-    from music_spectrogram_diffusion.models.config import T5Config
-    from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
-    from music_spectrogram_diffusion.training.benchmark import benchmark_training
+    from music_spectrogram_diffusion.training import benchmark
 
-    size = args.size or ("tiny" if args.quick else "small")
-    model = DiffusionModel(network_config=T5Config.named(size), with_context=True)
-    result = benchmark_training(model, name=f"diffusion_context/{size}",
-                                batch_size=args.batch_size, steps=1 if args.quick else args.steps)
-    rows = dataclasses.asdict(result)
-    width = max(len(k) for k in rows)
-    for key, value in rows.items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"{key:<{width}}  {text}")
-    file_io.write_json_atomic(args.out, rows)
+    load = os.getloadavg()
+    rows = benchmark.run_training_benchmarks(
+        data_dir=args.data_dir, sizes=args.sizes.split(","), batch_size=args.batch_size,
+        steps=args.steps)
+    print(benchmark.format_table(rows))
+    print(f"load average (1/5/15 min) before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          "after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    file_io.write_json_atomic(args.out, {"rows": rows, "load_average_before": load,
+                                         "load_average_after": os.getloadavg()})
     print(f"wrote {args.out}")
     return 0
 

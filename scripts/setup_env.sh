@@ -14,7 +14,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 stamp="$venv/.msd-setup-stamp"
-want="$(cat "$root/setup.py" "$root/requirements/constraints.txt" "$root/scripts/setup_env.sh" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/setup.py" "$root/requirements/constraints.txt" "$root/scripts/setup_env.sh" \
+  "$root/music_spectrogram_diffusion/dependencies.py" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -25,7 +26,9 @@ pip=("$venv/bin/python" -m pip)
 "${pip[@]}" install -q -c "$root/requirements/constraints.txt" -e "$root[eval,test]"
 # Wheels whose metadata pins versions that cannot co-exist with this stack (deps-report.md):
 # basic-pitch pins tensorflow<2.15.1, musicnn pins numpy<1.17, tinysoundfont wants PyAudio
-# (live playback only). Their code runs with the stack above.
-"${pip[@]}" install -q --no-deps basic-pitch==0.4.0 musicnn==0.1.0 tinysoundfont==0.3.7
+# (live playback only). Their code runs with the stack above; the pinned list is
+# music_spectrogram_diffusion/dependencies.py (the same command works for an installed wheel).
+mapfile -t no_deps < <("$venv/bin/python" -m music_spectrogram_diffusion.dependencies)
+"${pip[@]}" install -q --no-deps "${no_deps[@]}"
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -51,3 +51,24 @@ def test_read_json_object_names_the_file_and_the_problem(tmp_path, content, matc
 def test_read_json_object_returns_the_object(tmp_path):
     file_io.write_json_atomic(str(tmp_path / "a.json"), {"x": 1})
     assert file_io.read_json_object(str(tmp_path / "a.json"), _ReadError) == {"x": 1}
+
+
+def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "model"
+    with file_io.atomic_directory(str(out)) as temp_dir:
+        assert os.path.dirname(temp_dir) == str(tmp_path) and not out.exists()
+        open(os.path.join(temp_dir, "a.txt"), "w").close()
+    assert os.listdir(out) == ["a.txt"] and os.listdir(tmp_path) == ["model"]
+
+    with pytest.raises(FileExistsError, match="not an empty directory"):
+        with file_io.atomic_directory(str(out)):
+            pass
+    with pytest.raises(KeyboardInterrupt):
+        with file_io.atomic_directory(str(tmp_path / "other")) as temp_dir:
+            open(os.path.join(temp_dir, "half.txt"), "w").close()
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == ["model"]  # no partial directory, no temporary sibling
+    (tmp_path / "empty").mkdir()
+    with file_io.atomic_directory(str(tmp_path / "empty")) as temp_dir:
+        open(os.path.join(temp_dir, "b.txt"), "w").close()
+    assert os.listdir(tmp_path / "empty") == ["b.txt"]

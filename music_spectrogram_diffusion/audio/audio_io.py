@@ -61,7 +61,11 @@ def load_audio(
     if file_rate != sample_rate:
         import librosa
 
-        mono = librosa.resample(mono, orig_sr=file_rate, target_sr=sample_rate)
+        try:
+            mono = librosa.resample(mono, orig_sr=file_rate, target_sr=sample_rate)
+        except Exception as e:  # soxr rejects some rates and lengths with assorted types.
+            raise AudioError(f"{path}: cannot resample from {file_rate} Hz to {sample_rate} Hz "
+                             f"({type(e).__name__}: {e})") from e
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

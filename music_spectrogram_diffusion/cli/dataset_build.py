@@ -8,10 +8,11 @@ instead of a traceback (STYLE §13). One copy keeps their messages and exit code
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
+
+from music_spectrogram_diffusion.cli import flags
 
 
 class _Summarized(Protocol):
@@ -22,7 +23,8 @@ ManifestT = TypeVar("ManifestT", bound=_Summarized)
 
 
 def build_and_report(
-    prog: str, build: Callable[[], ManifestT], errors: tuple[type[Exception], ...]
+    prog: str, build: Callable[[], ManifestT], errors: tuple[type[Exception], ...],
+    flag_names: Mapping[str, str] | None = None,
 ) -> ManifestT | None:
     """Runs ``build`` with INFO logging, then prints the manifest's summary and the time taken.
 
@@ -31,6 +33,7 @@ def build_and_report(
         build: builds the dataset and returns its manifest.
         errors: the exceptions that mean bad input; their message already names the file and
             the problem, so only it is printed. Any other exception is a bug and propagates.
+        flag_names: {argument name: flag} for the messages (``flags.flag_names``).
 
     Returns:
         The manifest, or None after printing "<prog>: error: <message>" to stderr when ``build``
@@ -41,7 +44,7 @@ def build_and_report(
     try:
         manifest = build()
     except errors as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        flags.fail(prog, e, flag_names)
         return None
     print(manifest.summary())
     print(f"Done in {time.perf_counter() - start:.1f} s.")

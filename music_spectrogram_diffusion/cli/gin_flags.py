@@ -13,7 +13,7 @@ includes are found through ``gin_config.search_paths`` (the working directory, t
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from music_spectrogram_diffusion import gin_config
 
@@ -29,11 +29,14 @@ strings need gin quotes: --gin.MODEL_DIR="'/tmp/run'"
 def add_gin_flags(parser: argparse.ArgumentParser, *, required_macros: Sequence[str] = ()
                   ) -> None:
     """Adds --gin_file / --gin_search_paths / --gin_bindings and the help text for all forms."""
-    parser.add_argument("--gin_file", action="append", default=[], metavar="FILE",
+    parser.add_argument("--gin_file", "--gin-file", action="append", default=[],
+                        metavar="FILE",
                         help="gin config file (repeatable; later files override earlier)")
-    parser.add_argument("--gin_search_paths", action="append", default=[], metavar="A,B",
+    parser.add_argument("--gin_search_paths", "--gin-search-paths", action="append", default=[],
+                        metavar="A,B",
                         help="comma-separated directories searched for gin files and includes")
-    parser.add_argument("--gin_bindings", action="append", default=[], metavar="'NAME = V'",
+    parser.add_argument("--gin_bindings", "--gin-bindings", action="append", default=[],
+                        metavar="'NAME = V'",
                         help="a gin binding (repeatable); same as --gin.NAME=V")
     required = ""
     if required_macros:
@@ -83,7 +86,8 @@ def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str]
     return flags, list(flags.gin_bindings) + bindings
 
 
-def parse_gin_flags(flags: argparse.Namespace, bindings: Sequence[str]) -> str:
+def parse_gin_flags(flags: argparse.Namespace, bindings: Sequence[str], *,
+                    macro_hints: Mapping[str, str] | None = None) -> str:
     """Parses the flags' gin files and bindings (``gin_config.parse_gin``); returns config_str.
 
     Raises:
@@ -92,4 +96,5 @@ def parse_gin_flags(flags: argparse.Namespace, bindings: Sequence[str]) -> str:
     if not flags.gin_file:
         raise gin_config.GinConfigError("give at least one --gin_file (e.g. gin/train.gin)")
     search_paths = [p for group in flags.gin_search_paths for p in group.split(",") if p]
-    return gin_config.parse_gin(flags.gin_file, bindings, extra_search_paths=search_paths)
+    return gin_config.parse_gin(flags.gin_file, bindings, extra_search_paths=search_paths,
+                                macro_hints=macro_hints)

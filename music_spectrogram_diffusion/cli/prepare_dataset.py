@@ -2,13 +2,13 @@
 
     msd-prepare-dataset maestro --source ~/data/maestro-v3.0.0 --out data/maestrov3
     msd-prepare-dataset slakh --source ~/data/slakh2100_flac_redux --out data/slakh \\
-        --num-workers 8
+        --num_workers 8
     msd-prepare-dataset musicnet --source ~/data/mt3_tfrecords/musicnet --out data/musicnet \\
-        --source-format tfrecord
+        --source_format tfrecord
 
 Re-running resumes: finished pieces are skipped. Pieces whose files are bad are listed with
-their path and reason; the rest is prepared. Exit status: 0 when pieces were prepared (1 with
-``--strict`` if any failed), 1 when none could be, 2 on bad arguments or an unusable release.
+their path and reason; the rest is prepared. Exit status: 0 when pieces were prepared, 2 on bad
+input: bad arguments, an unusable release, no piece prepared, or (``--strict``) any piece failed.
 See ``data/prepare.py`` (layout, Apache Beam recipe) and ``data/sources/`` (expected layouts).
 """
 
@@ -18,14 +18,16 @@ import argparse
 import functools
 import sys
 
-from music_spectrogram_diffusion.cli import dataset_build
+from music_spectrogram_diffusion.cli import dataset_build, flags
 from music_spectrogram_diffusion.data import prepare, sources
 from music_spectrogram_diffusion.data.piece_store import StoreError
 
+PROG = "msd-prepare-dataset"
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="msd-prepare-dataset",
+
+def _parser() -> argparse.ArgumentParser:
+    parser = flags.ArgumentParser(
+        prog=PROG,
         description="Prepare a public dataset release (MAESTRO, Slakh2100, Cerberus4, GuitarSet, "
                     "MusicNet, URMP) for training.")
     parser.add_argument("name", help=f"dataset: {', '.join(sources.DATASET_NAMES)} (or "
@@ -33,39 +35,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--source", required=True,
                         help="the unpacked release (or a folder of the original's TFRecords)")
     parser.add_argument("--out", required=True, help="prepared dataset folder (created)")
-    parser.add_argument("--source-format", choices=sources.SOURCE_FORMATS, default="raw",
+    parser.add_argument("--source_format", "--source-format", choices=sources.SOURCE_FORMATS,
+                        default="raw",
                         help="'raw': the public release layout; 'tfrecord': the original "
                              "pipeline's TFRecords (spec §3.1)")
-    parser.add_argument("--num-workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--guitarset-audio", choices=("mic", "mix"), default=None,
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=1,
+                        help="parallel processes")
+    parser.add_argument("--guitarset_audio", "--guitarset-audio", choices=("mic", "mix"),
+                        default=None,
                         help="GuitarSet only: microphone (default) or pickup-mix audio")
     parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 if any piece failed")
+                        help="exit with status 2 if any piece failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = _parser().parse_args(argv)
     options = {}
     if args.guitarset_audio is not None:
         if args.source_format != "raw" or sources.ALIASES.get(args.name, args.name) != "guitarset":
-            print("msd-prepare-dataset: error: --guitarset-audio applies to raw GuitarSet only",
-                  file=sys.stderr)
-            return 2
+            return flags.fail(PROG, "--guitarset_audio applies to raw GuitarSet only")
         options["audio"] = args.guitarset_audio
     build = functools.partial(
         prepare.prepare_dataset, args.name, args.source, args.out,
         source_format=args.source_format, num_workers=args.num_workers, progress=not args.quiet,
         reader_options=options)
-    manifest = dataset_build.build_and_report("msd-prepare-dataset", build,
-                                          (prepare.PrepareError, StoreError))
+    manifest = dataset_build.build_and_report(PROG, build, (prepare.PrepareError, StoreError),
+                                              {"num_workers": "--num_workers"})
     if manifest is None:
-        return 2
+        return flags.EXIT_BAD_INPUT
     if not manifest.pieces:
-        print("msd-prepare-dataset: error: no piece could be prepared", file=sys.stderr)
-        return 1
-    return 1 if args.strict and manifest.failures else 0
+        return flags.fail(PROG, f"no piece of {args.source} could be prepared (see the "
+                                "failures above)")
+    if args.strict and manifest.failures:
+        return flags.fail(PROG, f"{len(manifest.failures)} piece(s) failed (--strict)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 
     msd-synthesize --checkpoint MODEL_DIR --midi song.mid --out song.wav
     msd-synthesize --checkpoint MODEL_DIR/checkpoint_500000 --midi a.mid b.mid midi_dir/ \\
-                   --out out_dir/ --sampler dpm++ --steps 20 --guidance 2 --seed 1 --save-mel --plot
+                   --out out_dir/ --sampler dpm++ --steps 20 --guidance 2 --seed 1 --save_mel --plot
 
 Each file is cut into 5.12 s segments; each segment is sampled with the previous one's
 prediction as context, the log-mel is vocoded and trimmed to the notes plus a release tail.
 Several inputs (or a directory) write OUT_DIR/<name>.wav and reuse the compiled model. All logic
-lives in music_spectrogram_diffusion.inference (``files.synthesize_files``). Exits 1 with one
-message naming the file for bad input (corrupt, empty or over-long MIDI, unreadable checkpoint,
-a vocoder built for other features); no partial output is left behind.
+lives in music_spectrogram_diffusion.inference (``files.synthesize_files``). Exits 2 with one
+message naming the file or flag for bad input (corrupt, empty or over-long MIDI, unreadable
+checkpoint, a vocoder built for other features, a bad flag value); no partial output is left.
 """
 
 from __future__ import annotations
@@ -19,15 +19,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from music_spectrogram_diffusion.cli import flags
+
 PROG = "msd-synthesize"
+# Library fields the messages may name, and the flag that sets each.
+FLAG_NAMES = {"num_steps": "--steps", "guidance_weight": "--guidance",
+              "release_seconds": "--release_seconds", "max_midi_seconds": "--max_seconds",
+              "slakh_programs": "--slakh_programs"}
 
 
 def _parser() -> argparse.ArgumentParser:
     from music_spectrogram_diffusion.diffusion.samplers import SAMPLER_NAMES, SamplerConfig
+    from music_spectrogram_diffusion.diffusion.time_grids import TIME_GRID_NAMES
     from music_spectrogram_diffusion.inference.synthesis import SynthesisConfig
 
     sampler, synthesis = SamplerConfig(), SynthesisConfig()
-    parser = argparse.ArgumentParser(
+    parser = flags.ArgumentParser(
         prog=PROG, description="Synthesize MIDI files with a trained spectrogram model.")
     parser.add_argument("--checkpoint", required=True,
                         help="training MODEL_DIR (newest checkpoint) or MODEL_DIR/checkpoint_<step>")
@@ -39,29 +46,36 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"diffusion sampler (default {sampler.name}, the original's)")
     parser.add_argument("--steps", type=int, default=sampler.num_steps,
                         help=f"sampler steps (default {sampler.num_steps}; dpm++ needs ~20)")
+    parser.add_argument("--time-grid", default=sampler.time_grid, choices=TIME_GRID_NAMES,
+                        help=f"where the steps go in t (default {sampler.time_grid}, the original's)")
     parser.add_argument("--guidance", type=float, default=sampler.guidance_weight,
                         help=f"classifier-free guidance weight (default {sampler.guidance_weight:g};"
                              " 1 = no guidance, half the cost)")
     parser.add_argument("--seed", type=int, default=synthesis.seed,
                         help="sampling seed; the same seed gives the same audio")
     parser.add_argument("--vocoder", default="griffin-lim",
-                        help="'griffin-lim' (default) or a trained vocoder directory")
-    parser.add_argument("--release-seconds", type=float, default=synthesis.release_seconds,
+                        help="'griffin-lim' (default), a trained vocoder directory, the "
+                             "SoundStream SavedModel directory, or the port's melgan folder "
+                             "(model.onnx)")
+    parser.add_argument("--release_seconds", "--release-seconds", type=float,
+                        default=synthesis.release_seconds,
                         help="audio kept after the last note ends")
-    parser.add_argument("--max-seconds", type=float, default=synthesis.max_midi_seconds,
+    parser.add_argument("--max_seconds", "--max-seconds", type=float,
+                        default=synthesis.max_midi_seconds,
                         help="refuse MIDI files longer than this")
-    parser.add_argument("--slakh-programs", action="store_true",
+    parser.add_argument("--slakh_programs", "--slakh-programs", action="store_true",
                         help="map programs onto the Slakh classes (models trained on Slakh)")
-    parser.add_argument("--save-mel", action="store_true",
+    parser.add_argument("--save_mel", "--save-mel", action="store_true",
                         help="also write the log-mel as <name>.npy [frames, 128]")
     parser.add_argument("--plot", action="store_true",
                         help="also write a spectrogram picture <name>.png")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", "--no-progress", action="store_true",
+                        help="no progress bars")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
+    """Runs the command; returns the exit status (0 ok, 2 bad input or flags)."""
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
@@ -79,19 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = SynthesisConfig(
             sampler=SamplerConfig(name=args.sampler, num_steps=args.steps,
-                                  guidance_weight=args.guidance),
+                                  guidance_weight=args.guidance, time_grid=args.time_grid),
             seed=args.seed, release_seconds=args.release_seconds,
             max_midi_seconds=args.max_seconds, slakh_programs=args.slakh_programs)
     except ValueError as e:
-        parser.error(str(e))  # exits 2
+        return flags.fail(PROG, e, FLAG_NAMES)
     try:
         reports = files.synthesize_files(
             args.checkpoint, args.midi, args.out, config=config, vocoder=args.vocoder,
             save_mel=args.save_mel, plot=args.plot, show_progress=not args.no_progress)
     except (CheckpointLoadError, VocoderCheckpointError, SynthesisError, MidiError,
             NoteSequenceError, AudioError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        return flags.fail(PROG, e, FLAG_NAMES)
     for report in reports:
         result = report.result
         print(f"{report.paths.wav}: {result.audio_seconds:.2f} s, real-time factor "

@@ -10,7 +10,8 @@ so ``include 'gin/...'`` works from anywhere), and ``--gin.NAME=VALUE`` bindings
 the files. The script parses flags
 and gin, then calls ``training.trainer.train`` as configured (train.gin binds it). Re-running
 the same command resumes from the newest checkpoint in MODEL_DIR. Exits 2 with one message on
-a bad gin file or binding, 1 on a data or training error.
+bad input (a gin file, binding or missing model/task gin, a dataset, a batch that does not fit
+into device memory), 1 when training itself fails (a non-finite loss).
 
 Multi-process runs (one process per host, t5x's flags): every process runs the same command with
 
@@ -28,13 +29,20 @@ import logging
 import sys
 
 from music_spectrogram_diffusion import gin_config
+from music_spectrogram_diffusion.cli import flags as cli_flags
 from music_spectrogram_diffusion.cli import gin_flags
 
 PROG = "msd-train"
+# The macros train.gin uses and the gin file that defines each: named when one is missing.
+MACRO_HINTS = {
+    "MODEL": "a model gin file, e.g. --gin_file=gin/models/diffusion_context/tiny.gin",
+    "TRAIN_DATA": "a task gin file, e.g. --gin_file=gin/tasks/context_embedded.gin",
+    "TRAIN_EVAL_DATA": "a task gin file, e.g. --gin_file=gin/tasks/context_embedded.gin",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = cli_flags.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     gin_flags.add_gin_flags(parser, required_macros=("MODEL_DIR",))
     group = parser.add_argument_group("multi-process runs (t5x flags)")
     group.add_argument("--coordinator_address", "--coordinator-address", default=None,
@@ -65,34 +73,57 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _initialize_distributed(flags)
     except ValueError as e:
-        print(f"{PROG}: error: {gin_config.first_line(e)}", file=sys.stderr)
-        return 2
+        return cli_flags.fail(PROG, e)
     try:
-        config_text = gin_flags.parse_gin_flags(flags, bindings)
+        config_text = gin_flags.parse_gin_flags(flags, bindings, macro_hints=MACRO_HINTS)
         from music_spectrogram_diffusion.training import trainer
 
         train_fn = gin.get_configurable(trainer.train)
     except gin_config.GinConfigError as e:
-        print(f"{PROG}: error in gin config: {e}", file=sys.stderr)
-        return 2
+        return cli_flags.fail(PROG, e)
     return _run(train_fn, config_text)
 
 
+def _out_of_memory_message(error: Exception) -> str:
+    """What to change when the train step does not fit into device memory."""
+    import gin
+
+    def binding(name: str):
+        try:
+            return gin.query_parameter(name)
+        except ValueError:
+            return None
+
+    batch_size = binding("%BATCH_SIZE")
+    microbatches = binding("trainer.train.num_microbatches") or 1
+    detail = cli_flags.one_line(error).split(": ", 1)[-1][:160]
+    return (f"out of device memory at BATCH_SIZE={batch_size} with num_microbatches="
+            f"{microbatches} ({detail}); lower --gin.BATCH_SIZE (e.g. --gin.BATCH_SIZE=4 on a CPU) "
+            f"or raise --gin.trainer.train.num_microbatches")
+
+
 def _run(train_fn, config_text: str) -> int:
+    import jax
+
     from music_spectrogram_diffusion.data.embedded_dataset import DatasetError
     from music_spectrogram_diffusion.data.piece_store import StoreError
     from music_spectrogram_diffusion.training.trainer import NonFiniteLossError
 
     try:
         result = train_fn(config_text=config_text)
-    except (DatasetError, StoreError, NonFiniteLossError) as e:
-        print(f"{PROG}: error: {gin_config.first_line(e)}", file=sys.stderr)
+    except (DatasetError, StoreError) as e:
+        return cli_flags.fail(PROG, e)
+    except NonFiniteLossError as e:
+        cli_flags.fail(PROG, e)
         return 1
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return cli_flags.fail(PROG, _out_of_memory_message(e))
     except ValueError as e:
         # Bad configuration values (validated configs, missing REQUIRED macros) end up here.
         if "gin" in str(e).lower() or "REQUIRED" in str(e) or "valid" in str(e):
-            print(f"{PROG}: error in gin config: {gin_config.first_line(e)}", file=sys.stderr)
-            return 2
+            return cli_flags.fail(PROG, e)
         raise
     state = {None: "done", "signal": "stopped by SIGTERM", "deadline": "stopped at its deadline",
              "should_stop": "stopped"}[result.stop_reason]

@@ -15,13 +15,14 @@ import argparse
 import sys
 
 from music_spectrogram_diffusion import gin_config
+from music_spectrogram_diffusion.cli import flags as cli_flags
 from music_spectrogram_diffusion.cli import gin_flags
 
 PROG = "msd-train-vocoder"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = cli_flags.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     gin_flags.add_gin_flags(parser, required_macros=("MODEL_DIR", "DATA_DIR"))
     return parser
 
@@ -41,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = train(on_ready=lambda: checkpoints.write_config(model_dir, config_text))
     except (gin_config.GinConfigError, ValueError, FileNotFoundError, VocoderCheckpointError,
             DatasetError) as e:
-        print(f"{PROG}: error: {gin_config.first_line(e)}", file=sys.stderr)
-        return 2
+        return cli_flags.fail(PROG, e)
     print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return 0
 

@@ -269,6 +269,8 @@ def build_embedded_dataset(
         max_piece_seconds=max_piece_seconds,
     )
     out_dir = os.fspath(out_dir)
+    if problem := file_io.output_dir_problem(out_dir):
+        raise DatasetError(f"{out_dir}: {problem}; the dataset needs a directory (--out DIR)")
     if os.path.exists(os.path.join(out_dir, MANIFEST_NAME)):
         _check_same_config(load_manifest(out_dir), config)
     for sub in (MIDI_DIR, AUDIO_DIR, RECORD_DIR):
@@ -431,8 +433,12 @@ def _reusable_outcome(
 
 
 def _check_soundfont(path: str) -> None:
-    import tinysoundfont
+    from music_spectrogram_diffusion import dependencies
 
+    try:
+        tinysoundfont = dependencies.require("tinysoundfont")
+    except dependencies.MissingDependencyError as e:
+        raise DatasetError(str(e)) from e
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: soundfont file not found")
     try:

@@ -15,6 +15,11 @@ targets with silence, ln(1e-5), and mask 0 (the original padded with 0.0 log-mel
 garbage where the mask is ignored, §11.9); context with 0.0 and mask 0 (always masked, §2.3).
 Packing is not supported, as in the original. The no-context converter returns an all-zero,
 fully-masked context so that a no-context model can never read one by accident.
+
+Note tokens are padded to 2048, but a window holds a few hundred. ``bucket_note_tokens`` cuts a
+batch's padding to the smallest of a few bucket lengths that holds its longest example: exact,
+because padded tokens (id 0) are masked keys everywhere (see ``bucket_note_tokens``), and a
+bounded number of shapes to compile. The trainer applies it to each global batch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import numpy as np
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 
 MODEL_FEATURES = ("note_tokens", "target_frames", "target_mask", "context_frames", "context_mask")
+# Training batches are cut to the smallest of these that holds their longest note tokens.
+DEFAULT_NOTE_TOKEN_BUCKETS: tuple[int, ...] = (256, 512, 1024, 2048)
 
 
 class FeatureConversionError(ValueError):
@@ -126,3 +133,53 @@ def make_feature_converter(
     lengths = (TaskFeatureLengths.from_t5x(task_feature_lengths)
                if task_feature_lengths else TaskFeatureLengths())
     return ContinuousFeatureConverter(with_context=with_context, lengths=lengths)
+
+
+def longest_note_tokens(note_tokens: np.ndarray) -> int:
+    """Columns of int [B, L] tokens up to the last one holding a real (nonzero) token."""
+    nonzero = np.nonzero(np.any(np.asarray(note_tokens) != 0, axis=0))[0]
+    return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def bucket_length(longest: int, buckets: Sequence[int], length: int) -> int:
+    """The smallest bucket >= ``longest``, capped at the padded ``length``.
+
+    ``length`` itself when no bucket holds ``longest`` or ``buckets`` is empty (no bucketing).
+    """
+    fitting = [b for b in buckets if b >= longest]
+    return min(min(fitting), length) if fitting else length
+
+
+def check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
+    """``buckets`` as a tuple of increasing positive ints (a clear error otherwise)."""
+    buckets = tuple(buckets)
+    if any(not isinstance(b, int) or b < 1 for b in buckets) or list(buckets) != sorted(set(buckets)):
+        raise ValueError(f"note-token buckets must be increasing positive ints, got {buckets}")
+    return buckets
+
+
+def bucket_note_tokens(batch: Mapping[str, np.ndarray], buckets: Sequence[int],
+                       longest: int | None = None) -> dict[str, np.ndarray]:
+    """``batch`` with ``note_tokens`` [B, L] cut to ``bucket_length(longest, buckets, L)``.
+
+    Exact for every model here: padded tokens are masked keys in the note encoder's
+    self-attention and in the decoder's cross-attention (a masked logit adds exp(-1e10) = 0
+    to the softmax), position p keeps row p of the position table, and the encodings of padded
+    positions are never read; only float summation order changes. (With network dropout > 0
+    the masks of length-shaped dropout are drawn for the cut shape: other draws, same
+    distribution.)
+
+    Args:
+      batch: a model batch.
+      buckets: increasing bucket lengths; empty for no bucketing.
+      longest: the longest real token prefix to hold; default this batch's. With several
+        hosts it must be the maximum over all hosts' rows (``partitioning.max_over_hosts``), so
+        that every host cuts its rows of the global batch to the same length.
+    """
+    tokens = batch["note_tokens"]
+    if longest is None:
+        longest = longest_note_tokens(tokens)
+    length = bucket_length(longest, buckets, tokens.shape[1])
+    if length == tokens.shape[1]:
+        return dict(batch)
+    return dict(batch, note_tokens=tokens[:, :length])

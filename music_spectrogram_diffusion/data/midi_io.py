@@ -20,6 +20,10 @@ with warnings.catch_warnings():
 
 MIDI_HEADER = b"MThd"
 RIFF_HEADER = b"RIFF"
+# pretty_midi allocates a float64 per tick up to the file's last event. note_seq raises
+# pretty_midi's own limit (1e7) to 1e10, so one corrupt delta time could ask for 80 GB; we keep
+# pretty_midi's 1e7 (80 MB; 2.8 hours at 1000 ticks per second).
+MAX_TICKS = 10_000_000
 
 
 class MidiError(ValueError):
@@ -51,6 +55,27 @@ def _check_header(data: bytes, name: str) -> None:
         )
 
 
+def _check_last_tick(midi_file, name: str) -> None:
+    """MidiError if an event lies beyond MAX_TICKS (a corrupt delta time, as a rule)."""
+    for number, track in enumerate(midi_file.tracks):
+        tick = 0
+        for message in track:
+            tick += message.time
+            if tick > MAX_TICKS:
+                raise MidiError(
+                    f"{name}: corrupt or unsupported MIDI data (track {number} has a "
+                    f"{message.type} event at tick {tick:,}, after the {MAX_TICKS:,}-tick limit;"
+                    f" a corrupt delta time?)")
+
+
+def _describe(error: Exception) -> str:
+    """One line saying what the parser found wrong."""
+    if isinstance(error, EOFError):
+        return "the data ends in the middle of a MIDI chunk; the file is truncated"
+    detail = " ".join(str(error).split()) or "no details"
+    return f"{type(error).__name__}: {detail}"
+
+
 def read_midi(midi: str | os.PathLike | bytes, *, name: str | None = None
               ) -> music_pb2.NoteSequence:
     """Parses a Standard MIDI File into a NoteSequence (no preprocessing).
@@ -67,6 +92,7 @@ def read_midi(midi: str | os.PathLike | bytes, *, name: str | None = None
     Raises:
       MidiError: the file is missing, empty, not MIDI, or corrupt.
     """
+    import mido
     import pretty_midi
 
     if isinstance(midi, (bytes, bytearray, memoryview)):
@@ -81,15 +107,16 @@ def read_midi(midi: str | os.PathLike | bytes, *, name: str | None = None
         with warnings.catch_warnings():
             # pretty_midi warns about tempo/key events on non-zero tracks: harmless here.
             warnings.simplefilter("ignore", RuntimeWarning)
-            pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+            midi_file = mido.MidiFile(file=io.BytesIO(data), charset="latin1")
+            _check_last_tick(midi_file, name)
+            pm = pretty_midi.PrettyMIDI(mido_object=midi_file)
             ns = note_seq.midi_to_note_sequence(pm)
-    except (EOFError, OSError, ValueError, IndexError, KeyError, TypeError,
-            note_seq.MIDIConversionError) as e:
-        # mido and pretty_midi raise many exception types for corrupt data.
-        if isinstance(e, EOFError):
-            detail = "the data ends in the middle of a MIDI chunk; the file is truncated"
-        else:
-            detail = str(e) or type(e).__name__
-        raise MidiError(f"{name}: corrupt or unsupported MIDI data ({detail})") from e
+    except MidiError:
+        raise
+    except Exception as e:
+        # mido, pretty_midi and note_seq raise a dozen types for corrupt data, some of them
+        # plain Exception subclasses (mido's KeySignatureError for a key byte out of range).
+        # Whatever fails while parsing these bytes is a bad file, not a bug of the caller.
+        raise MidiError(f"{name}: corrupt or unsupported MIDI data ({_describe(e)})") from e
     ns.filename = name
     return ns

@@ -312,6 +312,9 @@ def prepare_dataset(
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise PrepareError(f"num_workers must be a positive integer, got {num_workers!r}")
     out_dir = os.path.abspath(os.fspath(out_dir))
+    if problem := file_io.output_dir_problem(out_dir):
+        raise PrepareError(f"{out_dir}: {problem}; the prepared dataset needs a directory "
+                           "(--out DIR)")
     if os.path.exists(os.path.join(out_dir, MANIFEST_NAME)):
         existing = load_prepared_manifest(out_dir)
         if (existing.dataset, existing.source_format) != (dataset, source_format):

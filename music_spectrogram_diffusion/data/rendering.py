@@ -67,8 +67,13 @@ def render_midi(
       [num_samples] float32, num_samples = round((end_time + tail_seconds) * sample_rate).
     """
     import pretty_midi
-    import tinysoundfont
 
+    from music_spectrogram_diffusion import dependencies
+
+    try:
+        tinysoundfont = dependencies.require("tinysoundfont")
+    except dependencies.MissingDependencyError as e:
+        raise RenderError(str(e)) from e
     soundfont = soundfont or default_soundfont_path()
     if not os.path.isfile(soundfont):
         raise RenderError(f"{soundfont}: soundfont file not found")

@@ -258,14 +258,19 @@ def tokenize_midi(
     """read_midi + preprocess_note_sequence + tokenize_note_sequence.
 
     ``slakh_programs`` maps programs onto the Slakh classes the released checkpoints know
-    (spec §9.4). Raises midi_io.MidiError or note_sequences.NoteSequenceError for bad input.
+    (spec §9.4). Raises midi_io.MidiError or note_sequences.NoteSequenceError for bad input,
+    TokenOverflowError (overflow='error', or a tie section too long to truncate); each message
+    starts with the file's name.
     """
     ns = midi_io.read_midi(midi, name=name)
     ns = note_sequences.preprocess_note_sequence(
         ns, steps_per_second=vocab.steps_per_second, slakh_programs=slakh_programs,
         name=ns.filename)
-    return tokenize_note_sequence(ns, vocab=vocab, segment_frames=segment_frames,
-                                  overflow=overflow, num_frames=num_frames, features=features)
+    try:
+        return tokenize_note_sequence(ns, vocab=vocab, segment_frames=segment_frames,
+                                      overflow=overflow, num_frames=num_frames, features=features)
+    except TokenOverflowError as e:
+        raise TokenOverflowError(f"{ns.filename}: {e}") from e
 
 
 def decode_segments(

@@ -180,7 +180,8 @@ def drop_conditioning(
     cross-attention output for it, which is the unconditional model.
 
     Args:
-        rng: key for the per-example Bernoulli draw.
+        rng: one key for the [batch] Bernoulli draws, or one key per example ([batch] keys:
+            each example's draw from its own key, the same in any microbatch).
         note_tokens: int32 [batch, tokens].
         context_mask: [batch, context_frames] or None (models without context).
         drop_prob: probability in [0, 1] that an example is unconditional.
@@ -189,7 +190,12 @@ def drop_conditioning(
         (note_tokens, context_mask, keep) where keep is float32 [batch], 1 for conditioned rows.
     """
     batch = note_tokens.shape[0]
-    keep = jax.random.bernoulli(rng, 1.0 - drop_prob, (batch,))
+    if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)  # a raw uint32 PRNGKey
+    if rng.ndim:
+        keep = jax.vmap(lambda key: jax.random.bernoulli(key, 1.0 - drop_prob))(rng)
+    else:
+        keep = jax.random.bernoulli(rng, 1.0 - drop_prob, (batch,))
     note_tokens = note_tokens * keep[:, None].astype(note_tokens.dtype)
     if context_mask is not None:
         context_mask = context_mask * keep[:, None].astype(context_mask.dtype)

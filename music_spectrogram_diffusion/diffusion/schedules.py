@@ -81,6 +81,33 @@ def alpha_sigma(log_snr: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.sqrt(jax.nn.sigmoid(log_snr)), jnp.sqrt(jax.nn.sigmoid(-log_snr))
 
 
+def time_from_log_snr(log_snr_fn: LogSnrFn, log_snr: jax.Array, *, iterations: int = 48) -> jax.Array:
+    """The t in [0, 1] with λ(t) = ``log_snr``, for any decreasing schedule, by bisection.
+
+    Used by the samplers' log-SNR-uniform time grid. 48 halvings of [0, 1] reach float32
+    resolution; λ outside the schedule's range maps to the nearer end (0 or 1).
+
+    Args:
+        log_snr_fn: a schedule (decreasing in t).
+        log_snr: target λ, any shape.
+
+    Returns:
+        float32 t with the shape of ``log_snr``.
+    """
+    target = jnp.asarray(log_snr, jnp.float32)
+
+    def halve(_, bounds):
+        low, high = bounds
+        mid = 0.5 * (low + high)
+        # λ decreases in t: λ(mid) > target means the answer lies above mid.
+        above = log_snr_fn(mid) > target
+        return jnp.where(above, mid, low), jnp.where(above, high, mid)
+
+    low, high = jax.lax.fori_loop(0, iterations, halve,
+                                  (jnp.zeros_like(target), jnp.ones_like(target)))
+    return 0.5 * (low + high)
+
+
 _SCHEDULES: dict[str, LogSnrFn] = {
     "cosine": cosine_log_snr,
     "linear": linear_log_snr,

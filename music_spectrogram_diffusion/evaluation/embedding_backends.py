@@ -46,8 +46,11 @@ class MusicnnBackend:
 
     def __init__(self, model: str, layer: str, hop_seconds: float):
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.compat.v1.layers needs tf-keras.
-        import musicnn
         import tensorflow as tf
+
+        from music_spectrogram_diffusion import dependencies
+
+        musicnn = dependencies.require("musicnn")
         from musicnn import models
 
         # musicnn's graph code is TF1; this switch is why it lives in its own process.

@@ -1,6 +1,7 @@
 """The ground truth of an evaluation: songs, their real audio, log-mel and notes, and disk caches.
 
-``list_songs`` finds the songs of a full-song task or a dataset split; ``load_references`` reads
+``list_songs`` finds the songs of a full-song task of any dataset or a dataset split
+(``run_test_task``: the task a training run names as its test task); ``load_references`` reads
 each song's real audio (cut to an excerpt if asked), its log-mel and its MIDI notes.
 ``CachedEmbedder`` and ``CachedTranscriber`` keep embeddings and transcriptions on disk keyed by
 the audio's hash, so the ground truth is embedded and transcribed once across rows, checkpoints
@@ -36,34 +37,100 @@ class Song:
     audio_path: str
 
 
+def _datasets() -> list:
+    """Every dataset a task name can refer to: the embedded one and the prepared releases."""
+    from music_spectrogram_diffusion.data import dataset_specs
+    from music_spectrogram_diffusion.data.sources import registry
+
+    return [dataset_specs.EMBEDDED, *registry.DATASET_SPECS.values()]
+
+
+def full_song_task(task: str):
+    """The TaskSpec of a full-song task (``synthesis[_with_context]_full_<dataset>_..._<split>``)
+    of any dataset: the embedded one or a prepared release (``data/sources/registry.py``).
+
+    Raises:
+      EvaluationError: an unknown task, or one that is not a full-song task (lists them).
+    """
+    from music_spectrogram_diffusion.data import tasks
+
+    full = []
+    for dataset in _datasets():
+        specs, _ = tasks.make_task_specs(dataset)
+        if task in specs:
+            if specs[task].kind == "full":
+                return specs[task]
+            raise EvaluationError(f"task {task!r} is not a full-song task; full-song tasks of "
+                                  f"{dataset.name}: {_full_names(specs)}")
+        full += _full_names(specs)
+    raise EvaluationError(f"unknown task {task!r}; full-song tasks: {', '.join(full)}")
+
+
+def _full_names(specs) -> list[str]:
+    return sorted(name for name, spec in specs.items() if spec.kind == "full")
+
+
 def list_songs(*, data_dir: str, task: str | None = None, split: str | None = None,
                max_songs: int | None = None) -> list[Song]:
-    """Songs of a full-song task (``synthesis*_full_*``) or of a split of the embedded dataset.
+    """Songs of a full-song task (``synthesis*_full_*`` of any dataset, see ``full_song_task``)
+    or of a split of the embedded dataset.
 
     Raises:
       EvaluationError: neither or both of task and split, a task that is not a full-song task,
-        or no songs.
+        a split the dataset does not have, a data_dir that does not hold the dataset, or no songs.
     """
-    from music_spectrogram_diffusion.data import dataset_specs, tasks
+    from music_spectrogram_diffusion.data import dataset_specs
 
     if (task is None) == (split is None):
         raise EvaluationError("give either a full-song task or a dataset split, not both")
     if task is not None:
-        try:
-            spec = tasks.get_task_spec(task)
-        except ValueError as e:
-            raise EvaluationError(str(e)) from e
-        if spec.kind != "full":
-            full = sorted(n for n, s in tasks.make_task_specs()[0].items() if s.kind == "full")
-            raise EvaluationError(f"task {task!r} is not a full-song task; full-song tasks: {full}")
+        spec = full_song_task(task)
         dataset, split = spec.dataset, spec.splits["eval"]
     else:
         dataset = dataset_specs.EMBEDDED
-    refs = dataset.pieces(os.path.abspath(data_dir), split)
+        if split not in dataset.splits:
+            raise EvaluationError(f"no split {split!r} in the embedded dataset; --split takes "
+                                  f"one of {', '.join(dataset.splits)} (or give --task)")
+    try:
+        refs = dataset.pieces(os.path.abspath(data_dir), split)
+    except ValueError as e:  # DatasetError / PrepareError: no manifest, another dataset
+        raise EvaluationError(str(e)) from e
     songs = [Song(r.id, r.midi_path, r.audio_path) for r in refs][:max_songs]
     if not songs:
         raise EvaluationError(f"{data_dir}: no songs in split {split!r}")
     return songs
+
+
+def run_test_task(model_dir: str) -> tuple[str, str]:
+    """(TEST_TASK, DATA_DIR) of a training run, from the MODEL_DIR/config.gin it wrote.
+
+    The task gins (gin/tasks/*.gin) define both macros; the run's test task is what msd-evaluate
+    evaluates when neither --task nor --split is given.
+
+    Raises:
+      EvaluationError: no config.gin, or it defines no TEST_TASK (a run of an older version).
+    """
+    import ast
+    import re
+
+    path = os.path.join(model_dir, "config.gin")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise EvaluationError(f"{path}: cannot be read ({e.strerror or e}); give --task or "
+                              "--split") from e
+    macros = {}
+    for name in ("TEST_TASK", "DATA_DIR"):
+        match = re.search(rf"^{name} = (.+)$", text, re.M)
+        try:
+            macros[name] = ast.literal_eval(match.group(1)) if match else None
+        except (ValueError, SyntaxError):
+            macros[name] = None
+    if not isinstance(macros["TEST_TASK"], str) or not isinstance(macros["DATA_DIR"], str):
+        raise EvaluationError(f"{path}: the run names no test task (TEST_TASK and DATA_DIR; "
+                              "the mega mixture has none); give --task or --split")
+    return macros["TEST_TASK"], macros["DATA_DIR"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

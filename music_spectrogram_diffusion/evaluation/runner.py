@@ -52,6 +52,7 @@ from music_spectrogram_diffusion.evaluation.references import (  # re-exported f
     Song,
     list_songs,
     load_references,
+    run_test_task,
     open_embedders,
 )
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
@@ -215,6 +216,19 @@ def vocode_reference(vocoder: Vocoder, log_mel: np.ndarray, features: FeatureCon
     return vocode_in_segments(vocoder, log_mel, features.segment_frames)
 
 
+def synthesize_references(synthesizer: Any, references: Sequence[Reference], *,
+                          show_progress: bool = False) -> Iterator[tuple[Reference, Any]]:
+    """Synthesizes each reference song (its first ``max_segments`` segments) with one
+    ``inference.synthesis.Synthesizer``; yields (reference, ``SynthesisResult``) per song."""
+    for reference in references:
+        prepared = synthesizer.prepare(reference.song.midi_path, name=reference.song.id)
+        if reference.max_segments is not None and len(prepared.segments) > reference.max_segments:
+            prepared = dataclasses.replace(
+                prepared, segments=prepared.segments[: reference.max_segments],
+                total_seconds=reference.max_segments * synthesizer.features.segment_seconds)
+        yield reference, synthesizer.synthesize_prepared(prepared, show_progress=show_progress)
+
+
 def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Vocoder,
                  config: EvalConfig, features: FeatureConfig, timing: dict[str, float],
                  show_progress: bool) -> Iterator[metrics_lib.SongEvaluation]:
@@ -228,13 +242,8 @@ def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Vocoder
         loaded.model, loaded.params, vocoder, features=features,
         config=synthesis.SynthesisConfig(sampler=config.sampler, seed=config.seed))
     first = True
-    for reference in references:
-        prepared = synthesizer.prepare(reference.song.midi_path, name=reference.song.id)
-        if reference.max_segments is not None and len(prepared.segments) > reference.max_segments:
-            prepared = dataclasses.replace(
-                prepared, segments=prepared.segments[: reference.max_segments],
-                total_seconds=reference.max_segments * features.segment_seconds)
-        result = synthesizer.synthesize_prepared(prepared, show_progress=show_progress)
+    for reference, result in synthesize_references(synthesizer, references,
+                                                   show_progress=show_progress):
         # Spec §7 timing: the first segment of a checkpoint includes compilation; left out.
         seconds = result.segment_seconds[1:] if first else result.segment_seconds
         timing["prediction_seconds"] += float(sum(seconds))
@@ -242,10 +251,15 @@ def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Vocoder
         timing["vocoder_seconds"] += result.vocoder_seconds
         timing["audio_seconds"] += result.audio_seconds
         first = False
-        yield metrics_lib.SongEvaluation(
-            reference_audio=reference.audio, predicted_audio=result.audio,
-            reference_notes=reference.notes, predicted_mel=result.log_mel,
-            reference_mel=reference.log_mel, song_id=reference.song.id)
+        yield model_song_evaluation(reference, result)
+
+
+def model_song_evaluation(reference: Reference, result: Any) -> metrics_lib.SongEvaluation:
+    """A synthesized song (a ``SynthesisResult``) scored against its real audio and log-mel."""
+    return metrics_lib.SongEvaluation(
+        reference_audio=reference.audio, predicted_audio=result.audio,
+        reference_notes=reference.notes, predicted_mel=result.log_mel,
+        reference_mel=reference.log_mel, song_id=reference.song.id)
 
 
 def _baseline_songs(row: RowSpec, references: Sequence[Reference], vocoders: dict[str, Vocoder],

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from music_spectrogram_diffusion import dependencies
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
 
 # Notes shorter than this (zero-length MIDI notes) are lengthened to it: mir_eval needs
@@ -149,7 +150,7 @@ def _import_basic_pitch():
     if hide_tensorflow:
         sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ImportError
     try:
-        import basic_pitch
+        basic_pitch = dependencies.require("basic_pitch")
         from basic_pitch import constants, note_creation
     finally:
         if hide_tensorflow:

@@ -198,8 +198,6 @@ def restore_params(checkpoint_dir: str, expected: Params) -> Params:
     Raises:
       CheckpointLoadError: unreadable files, no parameters, or a different parameter tree.
     """
-    import orbax.checkpoint as ocp
-
     checkpointer = _checkpointer()
     try:
         metadata = checkpointer.metadata(checkpoint_dir).item_metadata[ckpt_lib.STATE_ITEM]
@@ -210,18 +208,12 @@ def restore_params(checkpoint_dir: str, expected: Params) -> Params:
             f"({type(e).__name__}: {_first_line(e)}){_others_hint(checkpoint_dir)}") from e
     config_path = registry.model_config_path(os.path.dirname(checkpoint_dir))
     _check_tree_matches(expected, stored, checkpoint_dir, config_path)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), expected)
     try:
-        restored = checkpointer.restore(checkpoint_dir, args=ocp.args.Composite(**{
-            ckpt_lib.STATE_ITEM: ocp.args.PyTreeRestore(
-                item={"params": expected}, restore_args={"params": restore_args},
-                partial_restore=True),
-        }))
+        params = ckpt_lib.restore_params(checkpoint_dir, expected)
     except Exception as e:
         raise CheckpointLoadError(
             f"{checkpoint_dir}: unreadable checkpoint ({type(e).__name__}: {_first_line(e)})"
             f"{_others_hint(checkpoint_dir)}") from e
-    params = restored[ckpt_lib.STATE_ITEM]["params"]
     return jax.tree.map(lambda x: np.asarray(x, np.float32), params)
 
 

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.models.config import T5Config
-from music_spectrogram_diffusion.models.contract import Array, Batch, Metrics, Params
+from music_spectrogram_diffusion.models.contract import LOSS_WEIGHT, Array, Batch, Metrics, Params
+from music_spectrogram_diffusion.models.contract import split_loss_keys
 from music_spectrogram_diffusion.models.networks import AutoregressiveTransformer
 
 
@@ -72,19 +73,23 @@ class AutoregressiveModel:
         Differs from the original on purpose (spec §11.7): the loss is the MEAN over real frames
         and mel bins, not the sum over batch and frames of per-frame means, so its scale does not
         change with the batch size or segment length. ``loss_sum`` reports the original's value.
+        ``rng``: one key, or one key per example (``contract.split_loss_keys``).
         """
         targets = batch["target_frames"]  # [B, T, mels]
         mask = batch["target_mask"].astype(jnp.float32)  # [B, T]
         inputs = shift_frames_right(targets)
+        dropout_rng, example_rngs = split_loss_keys(rng, targets.shape[0])
         if train and self.input_noise_std > 0.0:
-            rng, noise_rng = jax.random.split(rng)
-            inputs = inputs + self.input_noise_std * jax.random.normal(noise_rng, inputs.shape, inputs.dtype)
+            # Per example, from its own key: the same draws in any microbatch.
+            noise = jax.vmap(lambda key: jax.random.normal(key, inputs.shape[1:], inputs.dtype))(
+                example_rngs)
+            inputs = inputs + self.input_noise_std * noise
         predictions = self.network.apply(
             {"params": params},
             batch["note_tokens"],
             inputs,
             deterministic=not train,
-            rngs={"dropout": rng},
+            rngs={"dropout": dropout_rng},
         )
         per_frame = jnp.mean(jnp.square(predictions - targets), axis=-1)  # [B, T]
         total_frames = jnp.sum(mask)
@@ -92,6 +97,7 @@ class AutoregressiveModel:
         loss = loss_sum / jnp.maximum(total_frames, 1.0)
         metrics = {
             "loss": loss,
+            LOSS_WEIGHT: total_frames,  # loss = mean over real frames
             "loss_sum": loss_sum,
             "target_frames": total_frames / mask.shape[0],  # mean real frames per example
         }

@@ -15,6 +15,14 @@ codebase's domain names, STYLE.md)::
 
 ``make_batch`` is the only place outside the data pipeline that spells these keys: callers give
 what they have (note tokens, and a context for a later segment) and it fills the rest.
+
+A loss reports its normaliser, so that a trainer splitting a batch into microbatches recovers
+the full-batch loss and gradient exactly: ``metrics[LOSS_WEIGHT]`` is what ``loss`` is a mean
+over (real target frames, or frames x bins), and microbatch losses are combined as
+sum(loss_i * weight_i) / sum(weight_i). Every other metric is combined by its name
+(``metric_reduction``): ``*_sum`` and ``loss_weight`` add, ``loss*`` are means weighted like
+the loss, the rest are means over the examples. The loss's random draws are per example
+(``split_loss_keys``), so they do not depend on how the batch is split either.
 """
 
 from __future__ import annotations
@@ -35,6 +43,45 @@ Metrics = dict[str, Array]
 
 BATCH_KEYS: tuple[str, ...] = (
     "note_tokens", "target_frames", "target_mask", "context_frames", "context_mask")
+
+LOSS_WEIGHT = "loss_weight"  # the metric naming what the loss is a mean over (see above)
+METRIC_REDUCTIONS = ("sum", "weighted_mean", "mean")
+# Tag of the network-dropout key, folded into the first example's key (``split_loss_keys``).
+_NETWORK_KEY_TAG = 0x6E6574
+
+
+def metric_reduction(name: str) -> str:
+    """How a loss metric combines over microbatches: one of ``METRIC_REDUCTIONS``.
+
+    'sum' for ``loss_weight`` and ``*_sum`` (totals), 'weighted_mean' for the other ``loss*``
+    metrics (means over the loss weight, like the loss), 'mean' for everything else (means over
+    the examples, which every microbatch has equally many of).
+    """
+    if name == LOSS_WEIGHT or name.endswith("_sum"):
+        return "sum"
+    if name.startswith("loss"):
+        return "weighted_mean"
+    return "mean"
+
+
+def split_loss_keys(rng: Array, batch_size: int) -> tuple[Array, Array]:
+    """(network dropout key, per-example keys [batch_size]) for a loss.
+
+    ``rng`` is one key (split here) or one key per example, as the trainer passes them: each
+    example's draws (noise, time, guidance dropout) then come from its own key and are the same
+    whichever microbatch it lands in. Network dropout takes one key per call (flax), the first
+    example's folded with a tag, so with dropout_rate > 0 a microbatched step equals the full
+    batch in distribution, not draw for draw. Raw uint32 keys (``PRNGKey``) are accepted.
+    """
+    if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)
+    if rng.ndim == 0:
+        network_rng, examples_rng = jax.random.split(rng)
+        return network_rng, jax.random.split(examples_rng, batch_size)
+    if rng.shape != (batch_size,):
+        raise ValueError(f"loss keys must be one key or {batch_size} keys (one per example), "
+                         f"got shape {rng.shape}")
+    return jax.random.fold_in(rng[0], _NETWORK_KEY_TAG), rng
 
 
 @runtime_checkable
@@ -59,7 +106,10 @@ class SpectrogramModel(Protocol):
 
     def loss_fn(self, params: Params, batch: Batch, rng: Array, *, train: bool = True
                 ) -> tuple[Array, Metrics]:
-        """(scalar loss, metrics); ``rng`` draws every random choice of the loss."""
+        """(scalar loss, metrics with ``LOSS_WEIGHT``); ``rng`` draws every random choice.
+
+        ``rng``: one key or one key per example (see ``split_loss_keys``).
+        """
         ...
 
     def encode(self, params: Params, batch: Batch) -> Any:

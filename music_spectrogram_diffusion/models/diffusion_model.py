@@ -24,11 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from music_spectrogram_diffusion.audio import spectrograms
+from music_spectrogram_diffusion.data.feature_converters import longest_note_tokens
 from music_spectrogram_diffusion.diffusion import objectives
 from music_spectrogram_diffusion.diffusion import samplers
 from music_spectrogram_diffusion.diffusion import schedules
 from music_spectrogram_diffusion.models.config import T5Config
-from music_spectrogram_diffusion.models.contract import Array, Batch, Metrics, Params
+from music_spectrogram_diffusion.models.contract import LOSS_WEIGHT, Array, Batch, Metrics, Params
+from music_spectrogram_diffusion.models.contract import split_loss_keys
 from music_spectrogram_diffusion.models.networks import ContextTransformer
 from music_spectrogram_diffusion.models.networks import NoContextTransformer
 
@@ -108,8 +110,7 @@ def trim_note_tokens(note_tokens: np.ndarray | Array, bucket: int) -> np.ndarray
     length = note_tokens.shape[1]
     if bucket <= 0:
         return note_tokens
-    nonzero = np.nonzero(np.any(note_tokens != 0, axis=0))[0]
-    longest = int(nonzero[-1]) + 1 if nonzero.size else 0
+    longest = longest_note_tokens(note_tokens)
     trimmed = max(bucket, -(-longest // bucket) * bucket)
     return note_tokens[:, : min(length, trimmed)]
 
@@ -180,21 +181,23 @@ class DiffusionModel:
 
         ``train`` switches network dropout only; the diffusion objective (noise, time and CFG
         dropout draws) is the same at evaluation, so eval loss estimates the training loss.
+        ``rng``: one key, or one key per example (``contract.split_loss_keys``).
         """
         cfg = self.diffusion_config
-        dropout_rng, diffusion_rng = jax.random.split(rng)
-        eps_rng, time_rng, condition_rng = jax.random.split(diffusion_rng, 3)
-
         x0 = spectrograms.scale_features(batch["target_frames"], clip=cfg.clip_targets)  # [B, T, M]
         batch_size = x0.shape[0]
-        eps = jax.random.normal(eps_rng, x0.shape, jnp.float32)
-        t = jax.random.uniform(time_rng, (batch_size,))  # U[0, 1)
+        dropout_rng, example_rngs = split_loss_keys(rng, batch_size)
+        # Per example: its noise, time and CFG dropout come from its own key (microbatch-exact).
+        keys = jax.vmap(lambda key: jax.random.split(key, 3))(example_rngs)  # [B, 3]
+        eps_rngs, time_rngs, condition_rngs = keys[:, 0], keys[:, 1], keys[:, 2]
+        eps = jax.vmap(lambda key: jax.random.normal(key, x0.shape[1:], jnp.float32))(eps_rngs)
+        t = jax.vmap(lambda key: jax.random.uniform(key, ()))(time_rngs)  # U[0, 1)
         log_snr = self.log_snr_fn(t)
         z = objectives.diffuse(x0, eps, log_snr)
 
         context, context_mask = self._context(batch)
         note_tokens, dropped_context_mask, keep = objectives.drop_conditioning(
-            condition_rng, batch["note_tokens"], context_mask, cfg.drop_condition_prob
+            condition_rngs, batch["note_tokens"], context_mask, cfg.drop_condition_prob
         )
         output = self.network.apply(
             {"params": params},
@@ -215,6 +218,7 @@ class DiffusionModel:
         total_frames = jnp.sum(target_mask)
         metrics = {
             "loss": loss,
+            LOSS_WEIGHT: total_frames * target.shape[-1],  # loss = mean over real frames x bins
             # The original's per-frame value: error summed over bins, averaged over real frames.
             "loss_per_frame": jnp.sum(per_frame) / jnp.maximum(total_frames, 1.0),
             "target_frames": total_frames / batch_size,

@@ -20,6 +20,7 @@ import numpy as np
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
 from music_spectrogram_diffusion.models.config import T5Config
+from music_spectrogram_diffusion.models.contract import LOSS_WEIGHT, split_loss_keys
 
 
 class _FakeNetwork(nn.Module):
@@ -111,14 +112,16 @@ class FakeSpectrogramModel:
         return self.network.init({"params": rng}, *self._inputs(batch), deterministic=True)
 
     def loss_fn(self, params: Any, batch: dict, rng: jax.Array, *, train: bool = True):
+        dropout_rng, _ = split_loss_keys(rng, batch["note_tokens"].shape[0])
         out = self.network.apply(
-            params, *self._inputs(batch), deterministic=not train, rngs={"dropout": rng}
+            params, *self._inputs(batch), deterministic=not train, rngs={"dropout": dropout_rng}
         )
         target = batch["target_frames"] / -DEFAULT_FEATURES.min_log_mel
         mask = batch["target_mask"]
         frames = jnp.maximum(mask.sum(), 1.0)
         loss = (jnp.abs(out - target).mean(-1) * mask).sum() / frames
-        return loss, {"loss": loss, "target_frames": mask.sum()}
+        return loss, {"loss": loss, LOSS_WEIGHT: mask.sum(),
+                      "target_frames": mask.sum() / mask.shape[0]}
 
     def encode(self, params: Any, batch: dict) -> Any:
         del params

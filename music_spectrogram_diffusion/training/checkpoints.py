@@ -28,6 +28,8 @@ import os
 import re
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from music_spectrogram_diffusion import file_io
@@ -176,6 +178,30 @@ def restore_checkpoint(path: str, abstract_state: Any, *, extra: dict[str, Any] 
     restored = checkpointer.restore(os.path.abspath(path), args=ocp.args.Composite(**args))
     items = {name: restored[name] for name in (extra or {})}
     return restored[STATE_ITEM], dict(restored[METADATA_ITEM]), items
+
+
+def restore_params(path: str, abstract_params: Any) -> Any:
+    """Restores only ``state.params`` of one checkpoint directory (never the optimizer state).
+
+    ``abstract_params`` holds ShapeDtypeStructs: leaves with a sharding come back as jax arrays
+    in it, the others as numpy arrays. Checkpoints without optimizer state (written by
+    msd-import-weights) restore the same way.
+    """
+    def restore_args(leaf):
+        if getattr(leaf, "sharding", None) is not None:
+            return ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape,
+                                        dtype=leaf.dtype)
+        return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
+
+    handlers = {STATE_ITEM: ocp.PyTreeCheckpointHandler()}
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(**handlers))
+    args = ocp.args.PyTreeRestore(
+        item={"params": abstract_params},
+        restore_args={"params": jax.tree.map(restore_args, abstract_params)},
+        partial_restore=True)
+    restored = checkpointer.restore(os.path.abspath(path),
+                                    args=ocp.args.Composite(**{STATE_ITEM: args}))
+    return restored[STATE_ITEM]["params"]
 
 
 def save_checkpoint(model_dir: str, state: Any, metadata: dict, *, keep: int | None) -> str:

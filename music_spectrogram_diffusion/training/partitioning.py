@@ -256,6 +256,19 @@ def host_batch_slice(global_batch_size: int) -> slice:
     return slice(0, global_batch_size) if rows is None else rows
 
 
+def max_over_hosts(value: int) -> int:
+    """The largest ``value`` over all processes; ``value`` itself in a single process.
+
+    For per-batch choices every host must make alike, such as the note-token bucket (each host
+    holds only its rows of the global batch, but the global array has one shape).
+    """
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Places a host-local batch (this host's rows) as global arrays sharded over 'data'."""
     sharding = batch_sharding(mesh)

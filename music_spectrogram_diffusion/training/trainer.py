@@ -3,7 +3,7 @@
 ``make_train_step`` returns ``train_step(state, batch, rng) -> (state, metrics)``: gradient
 accumulation over microbatches inside one ``lax.scan``, the dropout key passed in explicitly
 (``train`` derives it as ``fold_in(key(seed), step)``, so a resumed run draws the same dropout
-as an uninterrupted one), and an optional skip of non-finite updates. ``train`` builds the mesh
+as an uninterrupted one; it is split per example, so microbatches draw as the full batch does), and an optional skip of non-finite updates. ``train`` builds the mesh
 and sharded state, resumes from the newest complete checkpoint in ``model_dir``, and loops:
 batch ``s`` comes from ``train_data.get_batch(s, ...)``, a pure function of (seed, s), read ahead
 by ``data.loader.BatchLoader`` (Grain worker processes) and put on the device while the previous
@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +34,11 @@ from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
 from music_spectrogram_diffusion.training import optimizers as opt_lib
 from music_spectrogram_diffusion.training import partitioning, summaries
 from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion.data import feature_converters
 from music_spectrogram_diffusion.data import loader as data_loader
 from music_spectrogram_diffusion.models import registry
-from music_spectrogram_diffusion.models.contract import SpectrogramModel
+from music_spectrogram_diffusion.models.contract import LOSS_WEIGHT, SpectrogramModel
+from music_spectrogram_diffusion.models.contract import metric_reduction
 from music_spectrogram_diffusion.training.train_state import (
     TrainState,
     abstract_state,
@@ -89,6 +91,18 @@ def _loss_metrics(loss, aux: dict, batch: dict) -> dict:
     return metrics
 
 
+def _total_weight(weights):
+    total = jnp.sum(weights)
+    return jnp.where(total > 0, total, 1.0)  # nothing real anywhere: the loss is 0, as unsplit
+
+
+def _combine_metrics(auxes: dict) -> dict:
+    """Stacked per-microbatch metrics {name: [M]} -> the batch's (``contract.metric_reduction``)."""
+    share = auxes[LOSS_WEIGHT] / _total_weight(auxes[LOSS_WEIGHT])
+    combine = {"sum": jnp.sum, "weighted_mean": lambda x: jnp.sum(x * share), "mean": jnp.mean}
+    return {k: combine[metric_reduction(k)](v) for k, v in auxes.items()}
+
+
 def make_train_step(
     model: SpectrogramModel,
     optimizer: optax.GradientTransformation,
@@ -100,13 +114,17 @@ def make_train_step(
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Builds the pure, jit-able ``train_step(state, batch, rng) -> (state, metrics)``.
 
+    ``rng`` is split into one key per example (``example_keys``), handed to the loss with the
+    example's row, so every example draws the same noise whatever ``num_microbatches`` is.
+
     Args:
       model: the model; its ``loss_fn(params, batch, rng, train=True)`` is differentiated.
       optimizer: the optax transformation the state was created with.
       num_microbatches: split the batch into this many microbatches and accumulate gradients
-        (t5x ``num_microbatches``); microbatch i uses key ``fold_in(rng, i)``.
-      microbatch_reduction: 'mean' averages microbatch losses and gradients (right for losses
-        that are means over the batch); 'sum' adds them (t5x's convention, right for the
+        (t5x ``num_microbatches``); with 'mean' the result is the full-batch gradient.
+      microbatch_reduction: 'mean' weights microbatch losses and gradients by their
+        ``LOSS_WEIGHT`` (real frames), which gives the full-batch loss and gradient for losses
+        that are means over real frames; 'sum' adds them (t5x's convention, right for the
         original's unnormalised sum losses, spec §5.3).
       skip_nonfinite: if the loss or gradient norm is not finite, keep the old params and
         optimizer state (the step counter still advances, so the data moves on).
@@ -123,38 +141,39 @@ def make_train_step(
         lambda params, batch, rng: model.loss_fn(params, batch, rng, train=True), has_aux=True
     )
 
-    def microbatches(batch):
+    def microbatches(tree):
         # Microbatch i takes rows i, i+M, i+2M, ...: every microbatch then spans every data shard.
         def split(x):
             per = x.shape[0] // num_microbatches
             return jnp.swapaxes(x.reshape((per, num_microbatches) + x.shape[1:]), 0, 1)
 
-        return jax.tree.map(split, batch)
+        return jax.tree.map(split, tree)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        keys = example_keys(rng, batch)
         if num_microbatches == 1:
-            (loss, aux), grads = grad_fn(state.params, batch, rng)
+            (loss, aux), grads = grad_fn(state.params, batch, keys)
         else:
-            split = microbatches(batch)
+            split_batch, split_keys = microbatches((batch, keys))
 
-            def body(carry, i):
-                mb = jax.tree.map(lambda x: x[i], split)
-                (loss, aux), grads = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
-                carry = jax.tree.map(jnp.add, carry, (loss, aux, grads))
-                return carry, None
+            def body(grad_sum, i):
+                mb, mb_keys = jax.tree.map(lambda x: x[i], (split_batch, split_keys))
+                (loss, aux), grads = grad_fn(state.params, mb, mb_keys)
+                # 'mean': sum(weight_i * grad_i) / sum(weight_i) below is the full-batch gradient
+                # of a loss that is a mean over LOSS_WEIGHT (real frames); 'sum': plain sum.
+                scale = aux[LOSS_WEIGHT] if microbatch_reduction == "mean" else 1.0
+                grad_sum = jax.tree.map(lambda a, g: a + scale * g, grad_sum, grads)
+                return grad_sum, (loss, aux)
 
-            zeros = jax.tree.map(
-                jnp.zeros_like,
-                jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], split), rng),
-            )
-            (loss, aux), grads = zeros
-            (loss, aux, grads), _ = jax.lax.scan(
-                body, (loss, aux, grads), jnp.arange(num_microbatches)
-            )
-            aux = jax.tree.map(lambda x: x / num_microbatches, aux)
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            grads, (losses, auxes) = jax.lax.scan(body, zeros, jnp.arange(num_microbatches))
+            aux = _combine_metrics(auxes)
             if microbatch_reduction == "mean":
-                loss = loss / num_microbatches
-                grads = jax.tree.map(lambda g: g / num_microbatches, grads)
+                total = _total_weight(auxes[LOSS_WEIGHT])
+                loss = jnp.sum(losses * auxes[LOSS_WEIGHT]) / total
+                grads = jax.tree.map(lambda g: g / total, grads)
+            else:
+                loss = jnp.sum(losses)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -175,11 +194,30 @@ def make_train_step(
     return train_step
 
 
+def jit_train_step(model: SpectrogramModel, optimizer: optax.GradientTransformation,
+                   state_shardings: TrainState, mesh, **step_options: Any):
+    """``make_train_step(model, optimizer, **step_options)`` jitted with the trainer's shardings:
+    the state as ``state_shardings`` (donated), batches over 'data', key and metrics replicated.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        make_train_step(model, optimizer, **step_options),
+        in_shardings=(state_shardings, partitioning.batch_sharding(mesh), replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+
+def example_keys(rng: jax.Array, batch: dict) -> jax.Array:
+    """One key per example of ``batch`` (``contract.split_loss_keys`` takes them)."""
+    return jax.random.split(rng, batch["target_frames"].shape[0])
+
+
 def make_eval_step(model: SpectrogramModel) -> Callable[[Any, dict, jax.Array], dict]:
     """``eval_step(params, batch, rng) -> metrics``: the loss with dropout off."""
 
     def eval_step(params, batch, rng):
-        loss, aux = model.loss_fn(params, batch, rng, train=False)
+        loss, aux = model.loss_fn(params, batch, example_keys(rng, batch), train=False)
         return _loss_metrics(loss, aux, batch)
 
     return eval_step
@@ -251,9 +289,20 @@ class StopCheck:
         return None
 
 
-def _host_batch(source: BatchSource, index: int, batch_size: int, seed: int) -> dict:
+def host_batch(source: BatchSource, index: int, batch_size: int, seed: int,
+               buckets: Sequence[int] = ()) -> dict:
+    """This host's rows of batch ``index``, note tokens cut to the global batch's bucket."""
     rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
-    return source.get_batch(index, batch_size, seed=seed, rows=rows)
+    return _bucketed(source.get_batch(index, batch_size, seed=seed, rows=rows), buckets)
+
+
+def _bucketed(batch: dict, buckets: Sequence[int]) -> dict:
+    """``batch`` with note tokens cut to the bucket of the global batch's longest row."""
+    if not buckets:
+        return batch
+    # Every host must cut to the same length: the bucket of the longest row of ALL hosts.
+    longest = partitioning.max_over_hosts(feature_converters.longest_note_tokens(batch["note_tokens"]))
+    return feature_converters.bucket_note_tokens(batch, buckets, longest)
 
 
 def _make_loader(source: BatchSource, *, batch_size: int, seed: int, start_step: int,
@@ -350,6 +399,7 @@ def train(
     checkpoint: ckpt_lib.CheckpointConfig = ckpt_lib.CheckpointConfig(),
     num_microbatches: int = 1,
     microbatch_reduction: str = "mean",
+    note_token_buckets: Sequence[int] = feature_converters.DEFAULT_NOTE_TOKEN_BUCKETS,
     on_nonfinite: str = "stop",
     eval_data: BatchSource | None = None,
     eval_period: int = 1000,
@@ -371,13 +421,19 @@ def train(
     Args:
       model: a model object (``models.contract.SpectrogramModel``).
       train_data, eval_data: batch sources (see ``BatchSource``); eval batches 0..eval_steps-1
-        are the same at every evaluation, so train-eval losses are comparable.
+        and their random draws (noise, times, guidance dropout: one fixed key, not one per
+        step) are the same at every evaluation, so train-eval losses compare checkpoints on
+        equal terms.
       model_dir: checkpoints, config.gin, model.json and TensorBoard logs go here.
       train_steps: total optimizer steps (a resumed run continues up to this).
       batch_size: global batch size (divisible by the mesh's 'data' size x num_microbatches).
       seed: parameter init, dropout (fold_in(key, step)) and data order all derive from it.
       optimizer, partition, checkpoint: configs (see their modules).
       num_microbatches, microbatch_reduction: gradient accumulation (see make_train_step).
+      note_token_buckets: each train and eval batch's note tokens are cut to the smallest of
+        these lengths that holds its longest example (``feature_converters.bucket_note_tokens``:
+        the same loss and gradients as full padding, one compilation per bucket used); () keeps
+        the full padding.
       on_nonfinite: 'stop' raises NonFiniteLossError naming the step; 'skip' drops the update.
       eval_period, eval_steps, eval_images, predict_options: train-eval loss over eval_steps
         batches every eval_period steps; images compare the target with ``model.predict(...,
@@ -386,10 +442,12 @@ def train(
       frozen_param_mask_fn: params -> bool tree of frozen parameters; defaults to
         ``models.layers.frozen_param_mask``.
       config_text: the operative gin config, saved as model_dir/config.gin.
-      initial_checkpoint: a checkpoint_<step> directory to start from when model_dir has no
-        checkpoint of its own (t5x ``restore_mode='specific'``; gin/resume.gin).
-      save_initial_checkpoint: on a fresh start, also save the initial state as checkpoint_0
-        (or checkpoint_<step> of ``initial_checkpoint``) before the first step.
+      initial_checkpoint: a checkpoint_<step> directory (or a MODEL_DIR: its newest) whose
+        parameters start a fine-tuning run when model_dir has no checkpoint of its own
+        (gin/resume.gin): params only, a fresh optimizer state, step 0. Imported weights
+        (msd-import-weights) work, as they hold no optimizer state.
+      save_initial_checkpoint: on a fresh start, also save the initial state (the
+        ``initial_checkpoint`` parameters, if given) as checkpoint_0 before the first step.
       max_seconds: wall-clock budget of this call, from its start; when it is spent the run
         saves a checkpoint and returns with ``stop_reason='deadline'``. None: no deadline.
       should_stop: called with the step after every step; True saves and returns with
@@ -400,6 +458,7 @@ def train(
     """
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
+    buckets = feature_converters.check_buckets(note_token_buckets)
     # Installed first, so a SIGTERM during start-up is also deferred to the first step boundary.
     with StopCheck(max_seconds, should_stop) as stop, ckpt_lib.CheckpointStore(
             model_dir, keep=checkpoint.keep, async_save=checkpoint.async_save) as store:
@@ -415,7 +474,7 @@ def train(
         root = jax.random.key(seed)
         init_key, dropout_key, eval_key = jax.random.split(root, 3)
 
-        first = _host_batch(train_data, 0, batch_size, seed)
+        first = host_batch(train_data, 0, batch_size, seed)
         init_batch = {k: np.asarray(v[:1]) for k, v in first.items()}
         make_optimizer = lambda params: opt_lib.make_optimizer(optimizer, frozen_param_mask_fn(params))
         with mesh:
@@ -425,13 +484,11 @@ def train(
         restored = store.restore_latest(abstract_state(state, shardings))
         fresh = restored is None
         if fresh and initial_checkpoint:
-            restored = ckpt_lib.restore_checkpoint(initial_checkpoint,
-                                                   abstract_state(state, shardings))
-            logger.info("Initialised from %s", initial_checkpoint)
+            state = _initialise_from(initial_checkpoint, state, shardings, tx)
         start_step, resumed_metadata = 0, None
         if restored is not None:
             state, metadata, _ = restored
-            resumed_metadata = None if fresh else metadata
+            resumed_metadata = metadata
             start_step = int(state.step)
             if metadata.get("batch_size") not in (None, batch_size):
                 logger.warning(
@@ -452,19 +509,12 @@ def train(
             if registry.is_registered(model):
                 registry.write_model_config(model_dir, model)
 
-        replicated = NamedSharding(mesh, PartitionSpec())
-        step_fn = jax.jit(
-            make_train_step(
-                model,
-                tx,
-                num_microbatches=num_microbatches,
-                microbatch_reduction=microbatch_reduction,
-                skip_nonfinite=on_nonfinite == "skip",
-                learning_rate_fn=opt_lib.make_learning_rate_schedule(optimizer),
-            ),
-            in_shardings=(shardings, partitioning.batch_sharding(mesh), replicated),
-            out_shardings=(shardings, replicated),
-            donate_argnums=(0,),
+        step_fn = jit_train_step(
+            model, tx, shardings, mesh,
+            num_microbatches=num_microbatches,
+            microbatch_reduction=microbatch_reduction,
+            skip_nonfinite=on_nonfinite == "skip",
+            learning_rate_fn=opt_lib.make_learning_rate_schedule(optimizer),
         )
         eval_fn = jax.jit(make_eval_step(model))
         writers = {}
@@ -494,13 +544,14 @@ def train(
         with mesh, loader:
             # The batch of the next step is read and put on the device while this step runs
             # (steps are dispatched asynchronously; nothing is read back every step).
-            batch = partitioning.shard_batch(data_timer.next(loader)[1], mesh)
+            batch = partitioning.shard_batch(_bucketed(data_timer.next(loader)[1], buckets), mesh)
             while step < train_steps:
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
                 pending.add(step, device_metrics)
                 step += 1
                 if step < train_steps:
-                    batch = partitioning.shard_batch(data_timer.next(loader)[1], mesh)
+                    batch = partitioning.shard_batch(
+                        _bucketed(data_timer.next(loader)[1], buckets), mesh)
                 pending.bound_in_flight()
                 log = step % log_period == 0 or step == train_steps
                 reason = stop.reason(step) if step < train_steps else None
@@ -518,8 +569,8 @@ def train(
                         writers["train"].scalars(step, metrics)
                 if evaluate:
                     _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed,
-                              jax.random.fold_in(eval_key, step), step, writers.get("eval"),
-                              eval_images, predict_options or {}, model_dir, mesh)
+                              eval_key, step, writers.get("eval"),
+                              eval_images, predict_options or {}, model_dir, mesh, buckets)
                 if reason is not None:
                     logger.warning("%s at step %d: saving a checkpoint and stopping",
                                    STOP_MESSAGES[reason], step)
@@ -534,13 +585,25 @@ def train(
                            model_dir=model_dir, stop_reason=reason)
 
 
+def _initialise_from(initial_checkpoint: str, state: TrainState, shardings: TrainState,
+                     tx: optax.GradientTransformation) -> TrainState:
+    """``state`` with the parameters of ``initial_checkpoint``, a fresh optimizer state, step 0."""
+    path = initial_checkpoint
+    if ckpt_lib.checkpoint_step(path) is None and ckpt_lib.list_checkpoints(path):
+        path = ckpt_lib.checkpoint_path(path, ckpt_lib.list_checkpoints(path)[-1])
+    params = ckpt_lib.restore_params(path, abstract_state(state, shardings).params)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    logger.info("Initialised the parameters from %s (fresh optimizer state, step 0)", path)
+    return state.replace(params=params, opt_state=opt_state)  # a fresh state's step is 0
+
+
 def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, key, step,
-              writer, eval_images, predict_options, model_dir, mesh) -> dict[str, float]:
+              writer, eval_images, predict_options, model_dir, mesh, buckets) -> dict[str, float]:
     """Train-eval loss averaged over eval_steps fixed batches, plus spectrogram images."""
     totals: dict[str, float] = {}
     first = None
     for i in range(eval_steps):
-        host = _host_batch(eval_data, i, batch_size, seed)
+        host = host_batch(eval_data, i, batch_size, seed, buckets)
         first = host if first is None else first
         batch = partitioning.shard_batch(host, mesh)
         out = jax.device_get(eval_fn(state.params, batch, jax.random.fold_in(key, i)))

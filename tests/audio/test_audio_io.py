@@ -81,6 +81,21 @@ def test_missing_corrupt_and_empty_files_raise_one_clear_error(tmp_path):
     assert issubclass(AudioError, ValueError)
 
 
+def test_resampler_failure_names_the_file(tmp_path, monkeypatch):
+    import librosa
+
+    path = tmp_path / "odd_rate.wav"
+    soundfile.write(path, _sine(300.0, 0.1, 22050), 22050)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("soxr: invalid ratio")
+
+    monkeypatch.setattr(librosa, "resample", fail)
+    with pytest.raises(AudioError, match=r"odd_rate\.wav: cannot resample from 22050 Hz to "
+                                         r"16000 Hz \(RuntimeError: soxr: invalid ratio\)"):
+        audio_io.load_audio(path)
+
+
 def test_write_wav_round_trip_16_bit(tmp_path):
     samples = _sine(440.0, 0.25, 16000, amplitude=0.9)
     samples[:3] = [1.5, -2.0, 0.0]  # clipped to the 16-bit range

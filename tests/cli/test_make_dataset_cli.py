@@ -12,7 +12,7 @@ from music_spectrogram_diffusion.cli import make_dataset
 from music_spectrogram_diffusion.data import embedded_dataset as ed
 
 # Seed 6 starts with two short chorales (see tests/data/test_embedded_dataset.py).
-FAST = ["--seed", "6", "--num-workers", "1", "--max-piece-seconds", "8", "--quiet"]
+FAST = ["--seed", "6", "--num_workers", "1", "--max-piece-seconds", "8", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,23 @@ def test_make_dataset_reports_a_bad_soundfont_without_a_traceback(tmp_path, caps
     assert err.startswith("msd-make-dataset: error: ")
     assert "no.sf2: soundfont file not found" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: tmp / "data.txt",
+                                      lambda tmp: tmp / "data.txt" / "embedded"])
+def test_make_dataset_out_is_a_file(tmp_path, capsys, make_out):
+    (tmp_path / "data.txt").write_text("a file")
+    out = make_out(tmp_path)
+    assert make_dataset.main(["--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"msd-make-dataset: error: {out}: ") and err.count("\n") == 1
+    assert "is a file, not a directory; the dataset needs a directory (--out DIR)" in err
+
+
+def test_make_dataset_bad_number_names_the_flag(tmp_path, capsys):
+    assert make_dataset.main(["--out", str(tmp_path / "ds"), "--num_pieces", "0", *FAST]) == 2
+    assert capsys.readouterr().err == (
+        "msd-make-dataset: error: --num_pieces must be a positive integer, got 0\n")
 
 
 def test_make_dataset_requires_out(capsys):

@@ -1,5 +1,5 @@
 """msd-synthesize end to end: a checkpoint trained by msd-train -> WAV files; bad input -> one
-clear error, exit status 1, and no output file."""
+clear error, exit status 2, and no output file."""
 
 import os
 import sys
@@ -86,7 +86,7 @@ def test_directory_and_files_to_out_dir_same_seed_same_audio(model_dir, midi_dir
 
 def _assert_refused(argv, capsys, out_dir, *messages):
     status, _, stderr = _run(argv, capsys)
-    assert status == 1
+    assert status == 2
     lines = [line for line in stderr.strip().splitlines() if line.startswith("msd-synthesize")]
     assert len(lines) == 1 and lines[0].startswith("msd-synthesize: error: "), stderr
     for message in messages:
@@ -119,8 +119,8 @@ def test_one_bad_file_among_many_writes_nothing(model_dir, midi_dir, tmp_path, c
 def test_too_long_midi_is_refused(model_dir, midi_dir, tmp_path, capsys):
     out = tmp_path / "out"
     _assert_refused(["--checkpoint", model_dir, "--midi", str(midi_dir / "melody.mid"),
-                     "--out", str(out / "x.wav"), "--max-seconds", "5", *FAST], capsys, out,
-                    "melody.mid", "6.0 s long, over the limit of 5 s")
+                     "--out", str(out / "x.wav"), "--max_seconds", "5", *FAST], capsys, out,
+                    "melody.mid", "6.0 s long, over the limit of 5 s (raise --max_seconds")
 
 
 def test_unreadable_checkpoints_are_refused(model_dir, midi_dir, tmp_path, capsys):
@@ -172,9 +172,15 @@ def test_bad_flags_exit_2(model_dir, capsys):
         synthesize.main(["--checkpoint", model_dir, "--midi", "a.mid", "--out", "a.wav",
                          "--sampler", "euler"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'euler'" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        synthesize.main(["--checkpoint", model_dir, "--midi", "a.mid", "--out", "a.wav",
-                         "--steps", "0"])
-    assert exit_info.value.code == 2
-    assert "num_steps must be a positive int" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 'euler'" in err
+    assert err.count("\n") == 1 and err.endswith("(see msd-synthesize --help)\n")
+    # Values the library refuses are named by their flags, not the config fields.
+    for typed, value, named in [("--steps", "0", "--steps"), ("--max_seconds", "-1", "--max_seconds"),
+                                ("--release-seconds", "-2", "--release_seconds")]:
+        assert synthesize.main(["--checkpoint", model_dir, "--midi", "a.mid", "--out", "a.wav",
+                                typed, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"msd-synthesize: error: {named} must be"), err
+        assert err.count("\n") == 1
+        assert "num_steps" not in err and "max_midi_seconds" not in err

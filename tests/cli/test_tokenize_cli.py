@@ -62,21 +62,38 @@ def test_bad_input_one_message_nonzero_exit(tmp_path, capsys, name, data, proble
     path = tmp_path / name
     path.write_bytes(data)
     code, out, err = _run([str(path)], capsys)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith(f"msd-tokenize: error: {path}: ") and problem in err
     assert err.count("\n") == 1
 
 
 def test_missing_file(tmp_path, capsys):
     code, out, err = _run([str(tmp_path / "nope.mid")], capsys)
-    assert code == 1 and out == "" and "nope.mid: no such file" in err
+    assert code == 2 and out == "" and "nope.mid: no such file" in err
+
+
+def test_overflow_error_names_the_file(tmp_path, capsys):
+    path = tmp_path / "dense.mid"
+    path.write_bytes(midi_fixtures.dense_midi_bytes(6.0))
+    code, out, err = _run([str(path), "--overflow", "error"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"msd-tokenize: error: {path}: frames [0, 256): ")
+    assert "exceed the limit of 2047" in err and err.count("\n") == 1
+
+
+def test_snake_case_flags_and_dashed_aliases(band_midi, capsys):
+    snake = _run([band_midi, "--velocity_bins", "127", "--program_granularity", "flat"], capsys)
+    dashed = _run([band_midi, "--velocity-bins", "127", "--program-granularity", "flat"], capsys)
+    assert snake[0] == dashed[0] == 0 and snake[1] == dashed[1]
 
 
 def test_invalid_option_is_usage_error(band_midi, capsys):
     with pytest.raises(SystemExit) as info:
         tokenize_cli.main([band_midi, "--velocity-bins", "16"])
     assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("msd-tokenize: error: argument --velocity_bins/--velocity-bins: "
+                          "invalid choice") and err.count("\n") == 1
 
 
 def test_installed_console_script(band_midi, tmp_path):
@@ -94,6 +111,6 @@ def test_installed_console_script(band_midi, tmp_path):
     bad.write_bytes(b"MThd")
     result = subprocess.run([str(script), str(bad)], capture_output=True, text=True, env=env,
                             timeout=120)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"msd-tokenize: error: {bad}: ")

@@ -67,3 +67,26 @@ def test_too_long_and_malformed_examples_raise_clear_errors():
         convert([{"note_tokens": np.ones(3, np.int32)}])
     with pytest.raises(ValueError, match="valid keys"):
         feature_converters.make_feature_converter(False, {"decoder_targets": 256})
+
+
+def test_note_tokens_are_cut_to_the_smallest_bucket_holding_the_longest_example():
+    buckets = feature_converters.DEFAULT_NOTE_TOKEN_BUCKETS
+    convert = feature_converters.make_feature_converter(False)
+    batch = convert([_example(0, 300, 4, 0), _example(1, 5, 4, 0)])
+    cut = feature_converters.bucket_note_tokens(batch, buckets)
+    assert cut["note_tokens"].shape == (2, 512)
+    np.testing.assert_array_equal(cut["note_tokens"], batch["note_tokens"][:, :512])
+    assert not np.any(batch["note_tokens"][:, 512:])
+    for key in ("target_frames", "target_mask", "context_frames", "context_mask"):
+        assert cut[key] is batch[key]
+    # A longest prefix chosen elsewhere (the maximum over hosts) wins over this batch's own.
+    assert feature_converters.bucket_note_tokens(batch, buckets, 1500)["note_tokens"].shape[1] == 2048
+    assert feature_converters.bucket_note_tokens(batch, ())["note_tokens"].shape[1] == 2048
+    assert feature_converters.bucket_length(0, buckets, 2048) == 256
+    assert feature_converters.bucket_length(256, buckets, 2048) == 256
+    assert feature_converters.bucket_length(257, buckets, 2048) == 512
+    assert feature_converters.bucket_length(3000, buckets, 2048) == 2048
+    assert feature_converters.bucket_length(10, (256,), 100) == 100  # never longer than padded
+    assert feature_converters.longest_note_tokens(np.array([[0, 4, 0, 0], [3, 0, 5, 0]])) == 3
+    with pytest.raises(ValueError, match="increasing positive ints"):
+        feature_converters.check_buckets((512, 256))

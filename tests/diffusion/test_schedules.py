@@ -50,3 +50,18 @@ def test_variance_preserving(name):
 def test_get_schedule_error_lists_valid_names():
     with pytest.raises(ValueError, match="cosine, linear"):
         schedules.get_schedule("sigmoid")
+
+
+def test_time_from_log_snr_inverts_the_cosine_closed_form_and_the_linear_schedule():
+    log_snr = np.array([-10.0, -3.0, 0.0, 4.5, 10.0, 15.0])
+    t = np.asarray(schedules.time_from_log_snr(schedules.cosine_log_snr, jnp.asarray(log_snr)))
+    # Closed form of the cosine inverse: t = (arctan(e^(-λ/2)) - b) / a (spec §5.2).
+    b = math.atan(math.exp(-10.0))
+    a = math.atan(math.exp(10.0)) - b
+    np.testing.assert_allclose(t, (np.arctan(np.exp(-0.5 * log_snr)) - b) / a, atol=1e-6)
+    linear = schedules.time_from_log_snr(schedules.linear_log_snr, jnp.asarray([-5.0, 0.0, 5.0]))
+    np.testing.assert_allclose(np.asarray(schedules.linear_log_snr(linear)), [-5.0, 0.0, 5.0],
+                               atol=1e-3)
+    # Out of range: the nearer end.
+    ends = schedules.time_from_log_snr(schedules.cosine_log_snr, jnp.asarray([-30.0, 30.0]))
+    np.testing.assert_allclose(np.asarray(ends), [1.0, 0.0], atol=1e-6)

@@ -44,7 +44,7 @@ def test_cli_bad_budget_is_one_message(capsys, tmp_path):
     from music_spectrogram_diffusion.cli import main as main_cli
 
     assert main_cli.main(["--budget-minutes", "0", "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err == "msd-main: error: budget_minutes must be > 0, got 0.0\n"
+    assert capsys.readouterr().err == "msd-main: error: --budget_minutes must be > 0, got 0.0\n"
     assert not os.path.exists(tmp_path / "r")
 
 

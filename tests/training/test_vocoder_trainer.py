@@ -7,6 +7,7 @@ import glob
 import io
 import dataclasses
 import json
+import logging
 import os
 import signal
 
@@ -199,23 +200,29 @@ def test_gin_files_parse_and_build(name, config_class):
         gin.clear_config()
 
 
-def test_cli_trains_from_gin_and_reports_bad_input(tmp_path, data_dir, capsys):
+def test_cli_trains_from_gin_and_reports_bad_input(tmp_path, data_dir, capsys, caplog,
+                                                   monkeypatch):
     model_dir = str(tmp_path / "cli_model")
+    monkeypatch.chdir(tmp_path)  # gin/... is found through the package, without ERROR lines
     argv = [
-        f"--gin_file={os.path.join(REPO, 'gin', 'vocoders', 'hifigan_tiny.gin')}",
+        "--gin_file=gin/vocoders/hifigan_tiny.gin",
         f"--gin.MODEL_DIR='{model_dir}'",
         f"--gin.DATA_DIR='{data_dir}'",
         "--gin.TRAIN_STEPS=1",
         "--gin.vocoder_trainer.VocoderTrainConfig.pretrain_steps=5",
     ]
     try:
-        assert cli.main(argv) == 0
+        with caplog.at_level(logging.INFO):
+            assert cli.main(argv) == 0
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert os.path.isfile(os.path.join(model_dir, "config.gin"))
         assert os.path.isdir(os.path.join(model_dir, "checkpoint_1"))
         gin.clear_config()
         bad = argv[:2] + [f"--gin.DATA_DIR='{tmp_path / 'no_data'}'"]
         assert cli.main(bad) == 2
-        assert "no manifest.json" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("msd-train-vocoder: error: ") and "no manifest.json" in err
+        assert err.count("\n") == 1
     finally:
         gin.clear_config()
 

@@ -7,7 +7,9 @@ Specs accepted by ``load_vocoder``:
   * ``'griffin-lim'``: mel pseudo-inversion + fast Griffin-Lim (no training, lower quality);
   * a directory written by the vocoder trainer (vocoder_config.json + checkpoint_<step>/),
     or one of its checkpoint_<step> directories;
-  * a directory holding the SoundStream mel decoder SavedModel (saved_model.pb).
+  * a directory holding the SoundStream mel decoder SavedModel (saved_model.pb);
+  * the PyTorch port's ``melgan`` folder (model.onnx) or an .onnx file: the same decoder,
+    run with onnxruntime.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from music_spectrogram_diffusion.audio.vocoders import checkpoints
 from music_spectrogram_diffusion.audio.vocoders import griffin_lim
+from music_spectrogram_diffusion.audio.vocoders import melgan_onnx
 from music_spectrogram_diffusion.audio.vocoders import soundstream
 from music_spectrogram_diffusion.audio.vocoders.checkpoints import VocoderCheckpointError
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
@@ -51,10 +54,13 @@ def load_vocoder(spec: str, *, features: FeatureConfig = DEFAULT_FEATURES) -> Vo
     if not os.path.exists(spec):
         raise VocoderCheckpointError(
             f"{spec}: no such vocoder directory (valid specs: '{GRIFFIN_LIM}', a trained vocoder "
-            "MODEL_DIR, or a SoundStream SavedModel directory)"
+            "MODEL_DIR, a SoundStream SavedModel directory, or a melgan folder with model.onnx)"
         )
+    if melgan_onnx.onnx_model_path(spec) is not None:
+        return melgan_onnx.MelGanOnnxVocoder(spec, features=features)
     if not os.path.isdir(spec):
-        raise VocoderCheckpointError(f"{spec}: is a file; a vocoder spec is '{GRIFFIN_LIM}' or a directory")
+        raise VocoderCheckpointError(
+            f"{spec}: is a file; a vocoder spec is '{GRIFFIN_LIM}', a directory or an .onnx file")
     if soundstream.is_saved_model_dir(spec):
         return soundstream.SoundStreamVocoder(spec, features=features)
     model_dir, checkpoint_path = spec, None
