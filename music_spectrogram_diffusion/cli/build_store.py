@@ -1,6 +1,6 @@
 """msd-build-store: build (or bring up to date) the piece store of dataset folders.
 
-    msd-build-store data/embedded [data/maestrov3 ...] [--num-workers N] [--rebuild]
+    msd-build-store data/embedded [data/maestrov3 ...] [--num_workers N] [--rebuild]
 
 msd-make-dataset and msd-prepare-dataset build the store themselves; run this for a folder made
 before the store existed (training would otherwise build it on first use), after editing a
@@ -16,28 +16,30 @@ import logging
 import sys
 import time
 
+from music_spectrogram_diffusion.cli import flags
+
 PROG = "msd-build-store"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = flags.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("data_dirs", nargs="+", metavar="DATA_DIR",
                         help="a folder made by msd-make-dataset or msd-prepare-dataset")
-    parser.add_argument("--num-workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=1,
+                        help="parallel processes")
     parser.add_argument("--rebuild", action="store_true",
                         help="compute every piece again instead of reusing unchanged ones")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from music_spectrogram_diffusion.data import embedded_dataset, piece_store, prepare
 
-    args = parse_args(argv)
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.num_workers < 1:
-        print(f"{PROG}: error: --num-workers must be at least 1", file=sys.stderr)
-        return 2
+        return flags.fail(PROG, "--num_workers must be at least 1")
     for data_dir in args.data_dirs:
         start = time.perf_counter()
         try:
@@ -45,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             store = piece_store.build_store(data_dir, dataset, num_workers=args.num_workers,
                                             progress=not args.quiet, reuse=not args.rebuild)
         except (piece_store.StoreError, embedded_dataset.DatasetError, prepare.PrepareError) as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
+            return flags.fail(PROG, e)
         frames = int(store.column("num_frames").sum())
         print(f"{store.path}: {len(store.ids)} pieces, {frames} frames "
               f"({frames / 50 / 3600:.2f} h), {len(store.shards)} shards; "
