@@ -47,6 +47,9 @@ _CORE = [
     "tensorstore>=0.1.60",  # t5x checkpoints (msd-import-weights)
     "msgpack>=1.0",
     "safetensors>=0.4",  # diffusers weights (msd-import-weights / msd-export-weights)
+    "ml_dtypes>=0.5",  # bfloat16 arrays of t5x checkpoints
+    "absl-py>=2.1",  # Grain's worker processes read absl flags
+    "psutil>=5.9",  # peak memory in the input-pipeline benchmark
 ]
 
 _EXTRAS = {
@@ -67,6 +70,9 @@ _EXTRAS = {
         "ipykernel>=6",
         "onnx>=1.16",  # builds the small ONNX graphs the MelGAN vocoder tests run
     ],
+    # Only to read diffusers' pickled .bin weights (msd-import-weights; safetensors needs no torch)
+    # and for the optional comparison with the PyTorch port. Pulls a large wheel: not in [test].
+    "torch": ["torch>=2.4"],
 }
 
 _GIN_FILES = sorted(os.path.relpath(path, "gin")

@@ -18,14 +18,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from music_spectrogram_diffusion.cli import flags as cli_flags
+
 PROG = "msd-export-weights"
 
 
 def _parser() -> argparse.ArgumentParser:
     from music_spectrogram_diffusion.weights.transfer import EXPORT_FORMATS
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--model_dir", required=True, help="a training or imported MODEL_DIR")
+    parser = cli_flags.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument("--model_dir", "--model-dir", required=True, help="a training or imported MODEL_DIR")
     parser.add_argument("--checkpoint", type=int, metavar="STEP",
                         help="the checkpoint_<STEP> to export (default: the newest)")
     parser.add_argument("--format", default="diffusers", choices=EXPORT_FORMATS)
@@ -34,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
+    """Runs the command; returns the exit status (0 ok, 2 bad flags or input)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -47,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = export_weights(model_dir=args.model_dir, checkpoint=args.checkpoint,
                              format=args.format, out=args.out)
     except (WeightsError, CheckpointLoadError, OSError) as e:
-        print(f"{PROG}: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+        return cli_flags.fail(PROG, e)
     print(f"{out}: {args.format} folder written")
     return 0
 

@@ -20,6 +20,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from music_spectrogram_diffusion.cli import flags as cli_flags
+
 PROG = "msd-import-weights"
 
 
@@ -27,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     from music_spectrogram_diffusion.models.config import NAMED_SIZES
     from music_spectrogram_diffusion.weights.transfer import FORMATS
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = cli_flags.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--format", required=True, choices=FORMATS, help="the source's format")
     parser.add_argument("--source", required=True, help="t5x checkpoint or diffusers folder")
     parser.add_argument("--out", required=True, help="the MODEL_DIR to create (new or empty)")
@@ -38,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
+    """Runs the command; returns the exit status (0 ok, 2 bad flags or input)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it writes
@@ -50,8 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = import_weights(format=args.format, source=args.source, out=args.out,
                                 size=args.size)
     except (WeightsError, OSError) as e:
-        print(f"{PROG}: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+        return cli_flags.fail(PROG, e)
     kind = "with" if result.model.with_context else "without"
     print(f"{result.model_dir}: diffusion model {kind} context, {result.num_tensors} tensors, "
           f"step {result.step} ({result.checkpoint_dir})")

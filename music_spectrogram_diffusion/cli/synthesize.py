@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"diffusion sampler (default {sampler.name}, the original's)")
     parser.add_argument("--steps", type=int, default=sampler.num_steps,
                         help=f"sampler steps (default {sampler.num_steps}; dpm++ needs ~20)")
-    parser.add_argument("--time-grid", default=sampler.time_grid, choices=TIME_GRID_NAMES,
+    parser.add_argument("--time_grid", "--time-grid", default=sampler.time_grid, choices=TIME_GRID_NAMES,
                         help=f"where the steps go in t (default {sampler.time_grid}, the original's)")
     parser.add_argument("--guidance", type=float, default=sampler.guidance_weight,
                         help=f"classifier-free guidance weight (default {sampler.guidance_weight:g};"

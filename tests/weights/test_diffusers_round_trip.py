@@ -74,7 +74,7 @@ def test_import_then_export_gives_identical_tensors_and_configs(folder, tmp_path
                                   str(tmp_path / "step0")], capsys)[0] == 0
     status, _, stderr = _run(export_cli.main, ["--model_dir", str(model_dir), "--checkpoint",
                                                "7", "--out", str(tmp_path / "step7")], capsys)
-    assert status == 1 and "checkpoint_7: no such checkpoint directory" in stderr
+    assert status == 2 and "checkpoint_7: no such checkpoint directory" in stderr
     assert not os.path.exists(tmp_path / "step7")
 
 
@@ -128,7 +128,7 @@ def test_bad_tensors_and_configs_are_one_line_naming_file_and_tensor_or_field(
     _edit(str(copy / file), edit)
     status, _, stderr = _run(import_cli.main, ["--format", "diffusers", "--source", str(copy),
                                                "--out", str(tmp_path / "out")], capsys)
-    assert status == 1 and message in stderr, stderr
+    assert status == 2 and message in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "out")
 
@@ -137,7 +137,7 @@ def test_size_flag_is_for_t5x_only(folder, tmp_path, capsys):
     status, _, stderr = _run(import_cli.main, ["--format", "diffusers", "--source", folder,
                                                "--size", "base", "--out", str(tmp_path / "o")],
                              capsys)
-    assert status == 1 and "--size is for t5x checkpoints" in stderr
+    assert status == 2 and "--size is for t5x checkpoints" in stderr
 
 
 def _torch_available():
@@ -155,7 +155,7 @@ def test_bin_weights_without_torch_say_so(folder, tmp_path, capsys):
     weights.rename(weights.with_suffix(".bin"))
     status, _, stderr = _run(import_cli.main, ["--format", "diffusers", "--source", str(copy),
                                                "--out", str(tmp_path / "out")], capsys)
-    assert status == 1
+    assert status == 2
     assert "decoder/diffusion_pytorch_model.bin: .bin weights are torch pickles and need " \
            "PyTorch" in stderr
 
@@ -192,5 +192,5 @@ def test_export_refuses_models_diffusers_cannot_hold(tmp_path, capsys):
     transfer.write_model_dir(str(tmp_path / "no_context"), model, params, 0, {})
     status, _, stderr = _run(export_cli.main, ["--model_dir", str(tmp_path / "no_context"),
                                                "--out", str(tmp_path / "out")], capsys)
-    assert status == 1 and "with context only" in stderr
+    assert status == 2 and "with context only" in stderr
     assert not os.path.exists(tmp_path / "out")

@@ -143,7 +143,7 @@ def test_name_mismatches_are_one_line_naming_the_tensor(source, tmp_path, capsys
     out = tmp_path / "out"
     status, _, stderr = _run(["--format", "t5x", "--source", str(broken), "--size", "tiny",
                               "--out", str(out)], capsys)
-    assert status == 1
+    assert status == 2
     assert stderr.startswith("msd-import-weights: error: ") and message in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert sorted(os.listdir(tmp_path)) == ["broken"]
@@ -153,14 +153,14 @@ def test_wrong_size_missing_array_and_bad_source_are_one_line(source, tmp_path, 
     out = str(tmp_path / "out")
     status, _, stderr = _run(["--format", "t5x", "--source", source["checkpoint_dir"], "--size",
                               "small", "--out", out], capsys)
-    assert status == 1 and ("tensor 'continuous_encoder/Embed_0/embedding' has shape (256, 32), "
+    assert status == 2 and ("tensor 'continuous_encoder/Embed_0/embedding' has shape (256, 32), "
                             "the model needs (256, 512)") in stderr
     status, _, stderr = _run(["--format", "t5x", "--source", source["checkpoint_dir"],
                               "--out", out], capsys)
-    assert status == 1 and "pass --size" in stderr
+    assert status == 2 and "pass --size" in stderr
     status, _, stderr = _run(["--format", "t5x", "--source", str(tmp_path), "--size", "tiny",
                               "--out", out], capsys)
-    assert status == 1 and "not a t5x checkpoint" in stderr
+    assert status == 2 and "not a t5x checkpoint" in stderr
     truncated = tmp_path / "truncated"
     weight_fixtures.write_t5x_checkpoint(str(truncated), source["params"], step=1)
     import shutil
@@ -168,7 +168,7 @@ def test_wrong_size_missing_array_and_bad_source_are_one_line(source, tmp_path, 
     shutil.rmtree(truncated / "checkpoint_1" / "target.decoder.time_emb_dense1.kernel")
     status, _, stderr = _run(["--format", "t5x", "--source", str(truncated), "--size", "tiny",
                               "--out", out], capsys)
-    assert status == 1 and "'decoder/time_emb_dense1/kernel': its tensorstore array" in stderr
+    assert status == 2 and "'decoder/time_emb_dense1/kernel': its tensorstore array" in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not os.path.exists(out)
 
@@ -179,7 +179,7 @@ def test_out_is_never_overwritten(source, tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     status, _, stderr = _run(["--format", "t5x", "--source", source["checkpoint_dir"], "--size",
                               "tiny", "--out", str(out)], capsys)
-    assert status == 1 and "already exists and is not empty" in stderr
+    assert status == 2 and "already exists and is not empty" in stderr
     assert os.listdir(out) == ["keep.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()  # an empty directory is fine
