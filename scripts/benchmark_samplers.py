@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max_seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--embedders", default=",".join(defaults.embedders))
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--floor_seed", type=int, default=defaults.floor_seed,
+                        help="seed of the second DDPM draw (the floor)")
+    parser.add_argument("--no_floor", action="store_true", help="skip the second DDPM draw")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -53,6 +56,7 @@ def main(argv=None) -> int:
         config = bench.SamplerBenchmarkConfig(
             variants=args.variants, steps=args.steps, reference_steps=args.reference_steps,
             max_songs=args.max_songs, max_seconds=args.max_seconds, seed=args.seed,
+            floor_seed=None if args.no_floor else args.floor_seed,
             embedders=tuple(e for e in args.embedders.split(",") if e))
     except ValueError as e:
         parser.error(str(e))
