@@ -10,9 +10,10 @@ Usage:
 Without --checkpoint it trains the main job's tiny context diffusion model (msd-main's trainer,
 gin files and embedded dataset) for --train_steps in CACHE_DIR/model, once; reruns reuse it, and
 every finished row (CACHE_DIR/rows) too. Writes CACHE_DIR/benchmark.json, benchmark.md and
-quality_vs_steps.png, and prints the table. On an idle 2-core CPU: about 11 minutes of training,
-then about 25 minutes for the default 14 variants x 5 step counts on 4 songs x 20.48 s (mostly
-Griffin-Lim and musicnn, not sampling). All logic lives in
+quality_vs_steps.png, and prints the table. Measured on the 2-core CPU shared with three other
+jobs: 19 minutes of training, then 40 minutes for the default 14 variants x 5 step counts on 4
+songs x 20.48 s (two 1000-step DDPM draws of 3.5 minutes each, then about 30 s a row, mostly
+Griffin-Lim and musicnn); the README's "Samplers" section has the table. All logic lives in
 music_spectrogram_diffusion/evaluation/sampler_benchmark.py.
 """
 
