@@ -10,9 +10,10 @@ Usage:
 Without --checkpoint it trains the main job's tiny context diffusion model (msd-main's trainer,
 gin files and embedded dataset) for --train_steps in CACHE_DIR/model, once; reruns reuse it, and
 every finished row (CACHE_DIR/rows) too. Writes CACHE_DIR/benchmark.json, benchmark.md and
-quality_vs_steps.png, and prints the table. On an idle 2-core CPU: about 11 minutes of training,
-then about 25 minutes for the default 14 variants x 5 step counts on 4 songs x 20.48 s (mostly
-Griffin-Lim and musicnn, not sampling). All logic lives in
+quality_vs_steps.png, and prints the table. Measured on the 2-core CPU shared with three other
+jobs: 19 minutes of training, then 40 minutes for the default 14 variants x 5 step counts on 4
+songs x 20.48 s (two 1000-step DDPM draws of 3.5 minutes each, then about 30 s a row, mostly
+Griffin-Lim and musicnn); the README's "Samplers" section has the table. All logic lives in
 music_spectrogram_diffusion/evaluation/sampler_benchmark.py.
 """
 
@@ -41,6 +42,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max_seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--embedders", default=",".join(defaults.embedders))
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--floor_seed", type=int, default=defaults.floor_seed,
+                        help="seed of the second DDPM draw (the floor)")
+    parser.add_argument("--no_floor", action="store_true", help="skip the second DDPM draw")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -53,6 +57,7 @@ def main(argv=None) -> int:
         config = bench.SamplerBenchmarkConfig(
             variants=args.variants, steps=args.steps, reference_steps=args.reference_steps,
             max_songs=args.max_songs, max_seconds=args.max_seconds, seed=args.seed,
+            floor_seed=None if args.no_floor else args.floor_seed,
             embedders=tuple(e for e in args.embedders.split(",") if e))
     except ValueError as e:
         parser.error(str(e))

@@ -4,7 +4,8 @@
         [--task synthesis_with_context_full_embedded_notes_ties_melgan_vb1_test] \\
         [--data_dir data/embedded] [--checkpoints all|latest|0,2000] \\
         [--embedders musicnn,logmel] [--vocoder griffin-lim|VOCODER_DIR] \\
-        [--sampler dpm++ --steps 20 --guidance 2.0] [--max_songs N] [--max_seconds S] \\
+        [--sampler dpm++ --time_grid quadratic_t --steps 20 --guidance 2.0] \\
+        [--max_songs N] [--max_seconds S] \\
         --out results/eval
 
 ``--model_dir`` takes DIR or LABEL=DIR (the label names the table row). ``--task`` is a full-song

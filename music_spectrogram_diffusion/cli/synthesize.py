@@ -2,7 +2,8 @@
 
     msd-synthesize --checkpoint MODEL_DIR --midi song.mid --out song.wav
     msd-synthesize --checkpoint MODEL_DIR/checkpoint_500000 --midi a.mid b.mid midi_dir/ \\
-                   --out out_dir/ --sampler dpm++ --steps 20 --guidance 2 --seed 1 --save_mel --plot
+                   --out out_dir/ --sampler dpm++ --time_grid quadratic_t --steps 20 --guidance 2 \\
+                   --seed 1 --save_mel --plot
 
 Each file is cut into 5.12 s segments; each segment is sampled with the previous one's
 prediction as context, the log-mel is vocoded and trimmed to the notes plus a release tail.
@@ -29,7 +30,7 @@ FLAG_NAMES = {"num_steps": "--steps", "guidance_weight": "--guidance",
 
 
 def _parser() -> argparse.ArgumentParser:
-    from music_spectrogram_diffusion.diffusion.samplers import SAMPLER_NAMES, SamplerConfig
+    from music_spectrogram_diffusion.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, SamplerConfig
     from music_spectrogram_diffusion.diffusion.time_grids import TIME_GRID_NAMES
     from music_spectrogram_diffusion.inference.synthesis import SynthesisConfig
 
@@ -43,9 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="output .wav (one MIDI file) or directory (OUT/<name>.wav)")
     parser.add_argument("--sampler", default=sampler.name, choices=SAMPLER_NAMES,
-                        help=f"diffusion sampler (default {sampler.name}, the original's)")
+                        help=f"diffusion sampler (default {sampler.name} with 1000 steps, the "
+                             "original's; 50x fewer network calls and within 1%% of its mel L1 "
+                             "in the README's sampler benchmark: --sampler dpm++ --time-grid "
+                             "quadratic_t --steps 20). " + "; ".join(
+                                 f"{name}: {spec.description}" for name, spec in SAMPLERS.items()))
     parser.add_argument("--steps", type=int, default=sampler.num_steps,
-                        help=f"sampler steps (default {sampler.num_steps}; dpm++ needs ~20)")
+                        help=f"sampler steps (default {sampler.num_steps}; 20 for dpm++)")
     parser.add_argument("--time_grid", "--time-grid", default=sampler.time_grid, choices=TIME_GRID_NAMES,
                         help=f"where the steps go in t (default {sampler.time_grid}, the original's)")
     parser.add_argument("--guidance", type=float, default=sampler.guidance_weight,

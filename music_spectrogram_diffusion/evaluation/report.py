@@ -51,7 +51,8 @@ def standard_footnotes(config: Any, songs: Sequence[Any]) -> list[str]:
         f"{', ...' if len(songs) > 6 else ''}), {excerpt}; each song synthesized segment by "
         "segment, the previous prediction as context (spec §7), seed "
         f"{config.seed} (segment i samples with fold_in(key(seed), i)).",
-        f"Diffusion sampler: {sampler.name}, {sampler.num_steps} steps, guidance weight "
+        f"Diffusion sampler: {sampler.name}, {sampler.num_steps} steps ({sampler.time_grid} "
+        f"time grid), guidance weight "
         f"{sampler.guidance_weight:g} (a fast CPU sampler; the paper used 1000-step DDPM).",
         f"Model rows are vocoded with {config.vocoder}. mel L1 (natural-log units, both sides "
         "clipped to [ln 1e-5, 4]) compares the model's predicted log-mel with the real audio's; "

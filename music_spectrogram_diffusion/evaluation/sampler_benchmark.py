@@ -307,8 +307,9 @@ def _columns(embedders: Sequence[str]) -> list[metrics_lib.Column]:
     return columns + [metrics_lib.Column("s / segment", "seconds_per_segment", 2)]
 
 
-def best_rows(result: dict[str, Any], key: str = "mel_l1") -> dict[int, dict[str, Any]]:
-    """Per step count, the row with the lowest ``key`` (against the real audio)."""
+def best_rows(result: dict[str, Any], key: str = "mel_l1" + REFERENCE_SUFFIX
+              ) -> dict[int, dict[str, Any]]:
+    """Per step count, the row with the lowest ``key``: by default the one closest to DDPM."""
     best: dict[int, dict[str, Any]] = {}
     for row in result["rows"]:
         steps = row["sampler"]["num_steps"]
@@ -317,21 +318,32 @@ def best_rows(result: dict[str, Any], key: str = "mel_l1") -> dict[int, dict[str
     return best
 
 
+def _percent(value: float, reference: float) -> str:
+    return f"{100 * (value / reference - 1):+.1f}%"
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    """The best variant per step count against 1000-step DDPM, in per cent."""
+    """Per step count: the variant closest to DDPM, and its metrics against the real audio in
+    per cent of DDPM's; then the spread of all first-order-final variants against the real audio."""
     reference = result["reference"]["metrics"]
-    embedder = result["config"]["embedders"][0].partition("=")[0] if result["config"]["embedders"] else None
+    names = [spec.partition("=")[0] for spec in result["config"]["embedders"]]
+    floor = result["floor"]["metrics"] if result["floor"] else None
     lines = []
     for steps, row in sorted(best_rows(result).items()):
         m = row["metrics"]
-        text = (f"best at {steps} steps: {row['label']}: mel L1 {m['mel_l1']:.3f} "
-                f"({100 * (m['mel_l1'] / reference['mel_l1'] - 1):+.1f}% vs DDPM "
-                f"{reference['mel_l1']:.3f})")
-        if embedder:
-            key = f"{embedder}_distance"
-            text += (f", {embedder} {m[key]:.3f} ({100 * (m[key] / reference[key] - 1):+.1f}% vs "
-                     f"{reference[key]:.3f})")
+        text = (f"closest to DDPM at {steps} steps: {row['label']}: mel L1 vs DDPM "
+                f"{m['mel_l1' + REFERENCE_SUFFIX]:.3f}"
+                + (f" (floor {floor['mel_l1' + REFERENCE_SUFFIX]:.3f})" if floor else "")
+                + f"; vs real: mel L1 {m['mel_l1']:.3f} ({_percent(m['mel_l1'], reference['mel_l1'])})")
+        for name in names:
+            key = f"{name}_distance"
+            text += f", {name} {m[key]:.3f} ({_percent(m[key], reference[key])})"
         lines.append(text)
+    fixed = [row["metrics"]["mel_l1"] for row in result["rows"]
+             if row["sampler"].get("lower_order_final", True)]
+    lines.append(f"DDPM {result['config']['reference_steps']}: mel L1 {reference['mel_l1']:.3f}"
+                 + (f" (seed {result['floor']['seed']}: {floor['mel_l1']:.3f})" if floor else "")
+                 + f"; every variant with a first-order final step: {min(fixed):.3f} .. {max(fixed):.3f}")
     return lines
 
 
@@ -361,6 +373,7 @@ def plot_quality_vs_steps(result: dict[str, Any], path: str) -> str:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     columns = [c for c in _columns(result["config"]["embedders"]) if c.key != "seconds_per_segment"]
     half = len(columns) // 2
@@ -377,6 +390,15 @@ def plot_quality_vs_steps(result: dict[str, Any], path: str) -> str:
             ax.plot(*zip(*sorted(points)), label=label, color=colors[sampler["name"]],
                     linestyle=_GRID_STYLES[sampler["time_grid"]],
                     marker="x" if not sampler["lower_order_final"] else "o", markersize=4)
+        # The no-lof rows can be far off; the axis fits the others and says what is above.
+        values = [row["metrics"][column.key] for row in result["rows"]
+                  if row["sampler"]["lower_order_final"]]
+        above = [row["metrics"][column.key] for row in result["rows"]
+                 if row["metrics"][column.key] > max(values)]
+        if values and above:
+            ax.set_ylim(top=max(values) + 0.15 * (max(values) - min(values) + 1e-9))
+            ax.text(0.02, 0.96, f"off scale: no-lof up to {max(above):.3g}", transform=ax.transAxes,
+                    fontsize=8, va="top")
         baseline = result["floor"] if column.key.endswith(REFERENCE_SUFFIX) else result["reference"]
         if baseline is not None and column.key in baseline["metrics"]:
             floor = baseline is result["floor"]
@@ -384,6 +406,7 @@ def plot_quality_vs_steps(result: dict[str, Any], path: str) -> str:
                        linestyle="--" if floor else "-", label=baseline["label"])
         ax.set_xscale("log")
         ax.set_xticks(result["config"]["steps"], [str(s) for s in result["config"]["steps"]])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(column.header)
         ax.set_xlabel("sampler steps")
         ax.grid(alpha=0.3)

@@ -12,8 +12,10 @@ Stages, each resumable (re-running the command continues where it stopped):
      on a CPU (a HiFi-GAN is 100x costlier per step), for a few minutes.
   4. **Evaluation** (``runner.run_evaluation``) on the test split: ground truth, the ground
      truth through Griffin-Lim and through the trained vocoder, and every checkpoint of the
-     three models, with a fast sampler (DPM-Solver++, 20 steps). Model rows are vocoded with
-     Griffin-Lim: a vocoder trained for minutes on CPU is noisier (its ceiling row shows it).
+     three models, with a fast sampler (``runner.FAST_SAMPLER``: DPM-Solver++(2M), 20 steps on
+     the quadratic time grid, first-order final step; within 1% of 1000-step DDPM's mel L1,
+     see scripts/benchmark_samplers.py). Model rows are vocoded with Griffin-Lim: a vocoder
+     trained for minutes on CPU is noisier (its ceiling row shows it).
 
 Budget: ``MainJobConfig.for_budget`` sizes the runs for about ``budget_minutes`` on an idle
 2-core CPU. Step counts are fixed by the config, so two runs give the same table (same seed,

@@ -39,9 +39,9 @@ def test_config_validation_and_sampler_list():
         bench.SamplerBenchmarkConfig(steps=[0])
 
 
-def _row(label, name, steps, mel_l1, musicnn, grid="uniform_t", lof=True):
+def _row(label, name, steps, mel_l1, musicnn, vs_ddpm, grid="uniform_t", lof=True):
     metrics = {"mel_l1": mel_l1, "mr_stft": 2.0, "musicnn_distance": musicnn,
-               "mel_l1_vs_ddpm": 0.1, "mr_stft_vs_ddpm": 0.5, "musicnn_distance_vs_ddpm": 1.0,
+               "mel_l1_vs_ddpm": vs_ddpm, "mr_stft_vs_ddpm": 0.5, "musicnn_distance_vs_ddpm": 1.0,
                "seconds_per_segment": 0.1}
     return {"label": label, "kind": "sampler", "metrics": metrics,
             "sampler": {"name": name, "num_steps": steps, "time_grid": grid,
@@ -49,33 +49,41 @@ def _row(label, name, steps, mel_l1, musicnn, grid="uniform_t", lof=True):
 
 
 def _result():
-    reference = {"label": "DDPM 1000 (reference)", "kind": "reference",
+    reference = {"label": "DDPM 1000 (reference)", "kind": "reference", "seed": 0,
                  "metrics": {"mel_l1": 1.0, "mr_stft": 2.0, "musicnn_distance": 10.0,
                              "seconds_per_segment": 5.0}}
-    rows = [_row("ddim 8", "ddim", 8, 1.2, 11.0), _row("ddim 20", "ddim", 20, 1.05, 10.8),
-            _row("dpm++ uniform_lambda 8", "dpm++", 8, 1.04, 10.2, "uniform_lambda"),
-            _row("dpm++ uniform_lambda 20", "dpm++", 20, 1.01, 10.1, "uniform_lambda"),
-            _row("dpm++ no-lof 20", "dpm++", 20, 1.3, 12.0, lof=False)]
+    floor = {"label": "DDPM 1000, seed 1", "kind": "floor", "seed": 1,
+             "metrics": {"mel_l1": 0.99, "mr_stft": 2.0, "musicnn_distance": 10.1,
+                         "mel_l1_vs_ddpm": 0.03, "seconds_per_segment": 5.0}}
+    rows = [_row("ddim 8", "ddim", 8, 0.98, 11.0, 0.2), _row("ddim 20", "ddim", 20, 1.05, 10.8, 0.15),
+            _row("dpm++ uniform_lambda 8", "dpm++", 8, 1.04, 10.2, 0.1, "uniform_lambda"),
+            _row("dpm++ uniform_lambda 20", "dpm++", 20, 1.01, 10.1, 0.05, "uniform_lambda"),
+            _row("dpm++ no-lof 20", "dpm++", 20, 1.3, 12.0, 0.9, lof=False)]
     config = dataclasses.asdict(bench.SamplerBenchmarkConfig(variants=["ddim"], steps=[8, 20]))
-    return {"reference": reference, "floor": None, "rows": rows, "config": config,
+    return {"reference": reference, "floor": floor, "rows": rows, "config": config,
             "songs": ["a", "b"], "checkpoint": "/ckpt/checkpoint_200", "machine": "x86_64, 2 CPUs"}
 
 
 def test_table_summary_and_plot(tmp_path):
     result = _result()
+    # Closest to DDPM, not lowest mel L1 against the real audio (ddim 8 has that).
     best = bench.best_rows(result)
     assert best[8]["label"] == "dpm++ uniform_lambda 8" and best[20]["label"] == "dpm++ uniform_lambda 20"
+    assert bench.best_rows(result, "mel_l1")[8]["label"] == "ddim 8"
     assert bench.summary_lines(result) == [
-        "best at 8 steps: dpm++ uniform_lambda 8: mel L1 1.040 (+4.0% vs DDPM 1.000), "
-        "musicnn 10.200 (+2.0% vs 10.000)",
-        "best at 20 steps: dpm++ uniform_lambda 20: mel L1 1.010 (+1.0% vs DDPM 1.000), "
-        "musicnn 10.100 (+1.0% vs 10.000)",
+        "closest to DDPM at 8 steps: dpm++ uniform_lambda 8: mel L1 vs DDPM 0.100 (floor 0.030); "
+        "vs real: mel L1 1.040 (+4.0%), musicnn 10.200 (+2.0%)",
+        "closest to DDPM at 20 steps: dpm++ uniform_lambda 20: mel L1 vs DDPM 0.050 (floor 0.030); "
+        "vs real: mel L1 1.010 (+1.0%), musicnn 10.100 (+1.0%)",
+        "DDPM 1000: mel L1 1.000 (seed 1: 0.990); every variant with a first-order final step: "
+        "0.980 .. 1.050",
     ]
     lines = bench.format_table(result).splitlines()
     assert lines[0] == ("| Row | mel L1 | MR-STFT | musicnn dist. | mel L1 vs DDPM | MR-STFT vs DDPM "
                         "| musicnn dist. vs DDPM | s / segment |")
     assert lines[2] == "| DDPM 1000 (reference) | 1.000 | 2.000 | 10.000 | - | - | - | 5.00 |"
-    assert lines[3] == "| ddim 8 | 1.200 | 2.000 | 11.000 | 0.100 | 0.500 | 1.000 | 0.10 |"
+    assert lines[3] == "| DDPM 1000, seed 1 | 0.990 | 2.000 | 10.100 | 0.030 | - | - | 5.00 |"
+    assert lines[4] == "| ddim 8 | 0.980 | 2.000 | 11.000 | 0.200 | 0.500 | 1.000 | 0.10 |"
     path = bench.plot_quality_vs_steps(result, str(tmp_path / "plot.png"))
     assert os.path.getsize(path) > 10_000
 

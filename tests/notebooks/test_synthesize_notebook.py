@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "inf
 import trained_checkpoints  # noqa: E402
 
 NOTEBOOK = os.path.join(trained_checkpoints.REPO_ROOT, "notebooks", "synthesize_midi.ipynb")
-PARAMETERS = ("CHECKPOINT", "MIDI_PATH", "DATA_DIR", "SAMPLER", "STEPS", "GUIDANCE", "SEED",
-              "VOCODER", "OUT_WAV")
+PARAMETERS = ("CHECKPOINT", "MIDI_PATH", "DATA_DIR", "SAMPLER", "TIME_GRID", "STEPS", "GUIDANCE",
+              "SEED", "VOCODER", "OUT_WAV")
 
 
 def _parameter_cell(notebook):
@@ -41,7 +41,7 @@ def test_notebook_synthesizes_plots_and_plays(tmp_path_factory, tmp_path):
     out_wav = tmp_path / "melody.wav"
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     values = dict(CHECKPOINT=model_dir, MIDI_PATH=str(midi), DATA_DIR=str(tmp_path),
-                  SAMPLER="dpm++", STEPS=3, GUIDANCE=2.0, SEED=0, VOCODER="griffin-lim",
+                  SAMPLER="dpm++", TIME_GRID="quadratic_t", STEPS=3, GUIDANCE=2.0, SEED=0, VOCODER="griffin-lim",
                   OUT_WAV=str(out_wav))
     _parameter_cell(notebook).source = "\n".join(f"{k} = {v!r}" for k, v in values.items())
     client = NotebookClient(notebook, kernel_name="python3", timeout=600,
