@@ -1,10 +1,11 @@
 """Benchmarks training steps of the context diffusion model on embedded-dataset batches.
 
     python scripts/benchmark_training.py --data_dir data/embedded [--sizes tiny,small]
-        [--batch_size 4] [--steps 3] [--out benchmark_training.json]
+        [--batch_sizes 2,4] [--steps 3] [--out benchmark_training.json]
 
-For each size (tiny, small) and setting (padded = today's 2048-token padding in float32;
-buckets; buckets + bfloat16) it times the trainer's jitted step on train batches of the
+For each size (tiny, small) and setting (padded = today's 2048-token padding in float32, at
+the first batch size only: the small model's needs ~9 GB at batch 2; buckets; buckets +
+bfloat16) it times the trainer's jitted step on train batches of the
 embedded dataset (build one with ``msd-make-dataset --out data/embedded``) and prints a
 markdown table: s/step, examples/s, speed-up over 'padded', XLA's FLOPs per step, "real"
 FLOPs (every example cut to its own note tokens), and both as a fraction of a float32
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=os.path.join("data", "embedded"),
                         help="embedded dataset directory (msd-make-dataset)")
     parser.add_argument("--sizes", default="tiny,small", help="comma-separated model sizes")
-    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--batch_sizes", default="2,4", help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
     parser.add_argument("--out", default="benchmark_training.json")
     args = parser.parse_args(argv)
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()
     rows = benchmark.run_training_benchmarks(
-        data_dir=args.data_dir, sizes=args.sizes.split(","), batch_size=args.batch_size,
-        steps=args.steps)
+        data_dir=args.data_dir, sizes=args.sizes.split(","),
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")], steps=args.steps,
+        progress=lambda line: print(line, flush=True))
     print(benchmark.format_table(rows))
     print(f"load average (1/5/15 min) before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           "after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -213,29 +213,24 @@ def benchmark_training(
     )
 
 
-def make_real_work_counter(
+def lowered_step_cost(
     model: SpectrogramModel,
     source: trainer.BatchSource,
     *,
     batch_size: int,
     seed: int = 0,
     optimizer: optimizers.OptimizerConfig = optimizers.OptimizerConfig(),
-) -> RealWorkCounter:
-    """A ``RealWorkCounter`` for ``model``'s float32 train step at ``batch_size``.
-
-    Only lowered (abstract state, nothing computed or compiled); count on the float32 model
-    and share the counter with the other dtypes: the work is the same.
-    """
+) -> Callable[[int], float]:
+    """note-token length -> XLA's cost of ``model``'s train step at ``batch_size`` (lowered
+    only: an abstract state, nothing computed or compiled)."""
     from music_spectrogram_diffusion.models.layers import frozen_param_mask
 
-    if model.network_config.dtype != "float32":
-        raise ValueError("count real work on the float32 model: the same work in any dtype")
     batch = source.get_batch(0, batch_size, seed=seed)
     params = nn.unbox(abstract_boxed_params(model, jax.random.key(seed),
                                             {k: v[:1] for k, v in batch.items()}))
     tx = optimizers.make_optimizer(optimizer, frozen_param_mask(params))
     state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                               opt_state=jax.eval_shape(tx.init, params))
+                       opt_state=jax.eval_shape(tx.init, params))
     step = jax.jit(trainer.make_train_step(model, tx))
     key = jax.random.key(seed)
 
@@ -243,7 +238,16 @@ def make_real_work_counter(
         return _flops(step.lower(state, dict(batch, note_tokens=batch["note_tokens"][:, :length]),
                                  key))
 
-    return RealWorkCounter(cost)
+    return cost
+
+
+def make_real_work_counter(model: SpectrogramModel, source: trainer.BatchSource, *,
+                           batch_size: int, seed: int = 0) -> RealWorkCounter:
+    """A ``RealWorkCounter`` of ``model``'s float32 step; share it with the other dtypes'
+    settings (the work is the same, and a bfloat16 step adds only conversions)."""
+    if model.network_config.dtype != "float32":
+        raise ValueError("count real work on the float32 model: the same work in any dtype")
+    return RealWorkCounter(lowered_step_cost(model, source, batch_size=batch_size, seed=seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,9 +259,8 @@ class Setting:
     dtype: str
 
 
-# 'padded' is today's training: every batch padded to 2048 note tokens, float32.
-SETTINGS = (
-    Setting("padded", (), "float32"),
+PADDED = Setting("padded", (), "float32")  # today's training: 2048 note tokens, float32
+BUCKETED = (
     Setting("buckets", feature_converters.DEFAULT_NOTE_TOKEN_BUCKETS, "float32"),
     Setting("buckets+bf16", feature_converters.DEFAULT_NOTE_TOKEN_BUCKETS, "bfloat16"),
 )
@@ -268,14 +271,14 @@ def run_training_benchmarks(
     *,
     data_dir: str,
     sizes: Sequence[str] = ("tiny", "small"),
-    settings: Sequence[Setting] = SETTINGS,
-    batch_size: int = 4,
+    batch_sizes: Sequence[int] = (2, 4),
     steps: int = 3,
     progress: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Benchmarks the context diffusion model of each size in each setting on batches of the
-    embedded dataset's train split (``data_dir``); one row per (size, setting), with the speed-up
-    of its examples/s over the size's first setting.
+    """Benchmarks the context diffusion model of each size on batches of the embedded
+    dataset's train split (``data_dir``): ``PADDED`` at the first batch size (the small
+    model's padded step needs ~9 GB at batch 2), the ``BUCKETED`` settings at every batch size.
+    Each row's ``speedup`` is its examples/s over the padded row's.
     """
     from music_spectrogram_diffusion.data import tasks
     from music_spectrogram_diffusion.models.config import T5Config
@@ -285,18 +288,20 @@ def run_training_benchmarks(
     rows = []
     for size in sizes:
         model = DiffusionModel(network_config=T5Config.named(size), with_context=True)
-        real_work = make_real_work_counter(model, source, batch_size=batch_size)
-        first = None
-        for setting in settings:
-            name = f"{size}/{setting.name}"
-            progress(f"benchmarking {name} (batch {batch_size}, {steps} timed steps)")
-            config = T5Config.named(size, dtype=setting.dtype)
-            result = benchmark_training(
-                dataclasses.replace(model, network_config=config), source, name=name,
-                batch_size=batch_size, steps=steps, buckets=setting.buckets, real_work=real_work)
-            first = first or result
-            rows.append(dict(dataclasses.asdict(result),
-                             speedup=result.examples_per_second / first.examples_per_second))
+        padded = None
+        for batch_size in batch_sizes:
+            real_work = make_real_work_counter(model, source, batch_size=batch_size)
+            for setting in ((PADDED,) if padded is None else ()) + BUCKETED:
+                name = f"{size}/{setting.name}/b{batch_size}"
+                progress(f"benchmarking {name} ({steps} timed steps)")
+                config = T5Config.named(size, dtype=setting.dtype)
+                result = benchmark_training(
+                    dataclasses.replace(model, network_config=config), source, name=name,
+                    batch_size=batch_size, steps=steps, buckets=setting.buckets,
+                    real_work=real_work)
+                padded = padded or result
+                rows.append(dict(dataclasses.asdict(result),
+                                 speedup=result.examples_per_second / padded.examples_per_second))
     return rows
 
 
