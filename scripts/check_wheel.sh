@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks that `pip install` of the wheel gives a working package, outside the checkout:
 #   bash scripts/check_wheel.sh
-# Builds the wheel, installs it into a fresh venv (with requirements/constraints.txt; pip's cache
-# makes repeated runs fast: ~3 min the first time on a machine, then about a minute), and from a
+# Builds the wheel, installs it into a fresh venv (with requirements/constraints.txt; about
+# 4 GB, most of the few minutes this takes), and from a
 # folder outside the repository runs msd-tokenize, msd-make-dataset (first without tinysoundfont:
 # one message naming its install command), then the documented --no-deps install, a 3-piece
 # dataset and a 2-step msd-train of the tiny model. A run must log no ERROR line. Run by .ci/run
@@ -26,7 +26,9 @@ mkdir "$work/src"
 step "installing it into a fresh venv"
 "$python" -m venv "$work/venv"
 venv_python="$work/venv/bin/python"
-"$venv_python" -m pip install -q -c "$root/requirements/constraints.txt" "$work/dist/"*.whl
+# --no-compile: byte-compiling TensorFlow's thousands of modules is most of pip's time here.
+"$venv_python" -m pip install -qq --no-compile -c "$root/requirements/constraints.txt" \
+  "$work/dist/"*.whl
 bin="$work/venv/bin"
 
 mkdir "$work/outside"
@@ -54,7 +56,7 @@ set -e
 
 step "the --no-deps install and a 3-piece dataset"
 mapfile -t no_deps < <("$venv_python" -m music_spectrogram_diffusion.dependencies)
-"$venv_python" -m pip install -q --no-deps "${no_deps[@]}"
+"$venv_python" -m pip install -qq --no-compile --no-deps "${no_deps[@]}"
 "$bin/msd-make-dataset" --out data --num_pieces 3 --seed 0 --max_piece_seconds 12 \
   --num_workers 1 --quiet >/dev/null
 
@@ -70,3 +72,7 @@ if grep -E "^[0-9-]+ [0-9:,]+ ERROR|Traceback" train.err; then
 fi
 [ -f run/config.gin ] && [ -f run/model.json ] || fail "run/ lacks config.gin or model.json"
 step "passed: the installed wheel works from $(pwd)"
+cd /
+rm -rf "$work"
+trap - EXIT
+step "done (venv removed)"

@@ -40,6 +40,10 @@ MACRO_HINTS = {
     "TRAIN_EVAL_DATA": "a task gin file, e.g. --gin_file=gin/tasks/context_embedded.gin",
 }
 
+# trainer.train's arguments the messages name, as the bindings that set them.
+GIN_NAMES = {"batch_size": "BATCH_SIZE (--gin.BATCH_SIZE)",
+             "num_microbatches": "--gin.trainer.train.num_microbatches"}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = cli_flags.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -121,10 +125,10 @@ def _run(train_fn, config_text: str) -> int:
             raise
         return cli_flags.fail(PROG, _out_of_memory_message(e))
     except ValueError as e:
-        # Bad configuration values (validated configs, missing REQUIRED macros) end up here.
-        if "gin" in str(e).lower() or "REQUIRED" in str(e) or "valid" in str(e):
-            return cli_flags.fail(PROG, e)
-        raise
+        # The configs' own checks (validated dataclasses, batch_size vs num_microbatches, a
+        # missing REQUIRED macro): bad values from the gin files or bindings.
+        logging.getLogger(__name__).debug("training refused its configuration", exc_info=True)
+        return cli_flags.fail(PROG, e, GIN_NAMES)
     state = {None: "done", "signal": "stopped by SIGTERM", "deadline": "stopped at its deadline",
              "should_stop": "stopped"}[result.stop_reason]
     loss = result.metrics.get("loss")

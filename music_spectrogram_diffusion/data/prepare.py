@@ -1,7 +1,7 @@
 """Preparing a downloaded dataset release for training: ``msd-prepare-dataset``.
 
-    msd-prepare-dataset NAME --source DIR --out DIR [--source-format raw|tfrecord]
-                             [--num-workers N]
+    msd-prepare-dataset NAME --source DIR --out DIR [--source_format raw|tfrecord]
+                             [--num_workers N]
 
 reads the release with the dataset's reader (``data/sources``) and writes the layout that the
 embedded dataset uses, so the same task machinery reads both (``data/sources/registry.py``)::

@@ -1,4 +1,5 @@
-"""The comparison table, results.json and the metric-vs-step plot of an evaluation run.
+"""The comparison table, results.json, the metric-vs-step plot and the labelled example figures
+of an evaluation run.
 
 The table has the paper's rows and columns (Hawthorne et al. 2022, Table 1): ground-truth
 audio; the ground truth through each vocoder (the vocoder ceiling); then every model and
@@ -16,7 +17,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from music_spectrogram_diffusion.evaluation.metrics import Column, table_columns
+from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 
 
 def _cell(value: Any, decimals: int) -> str:
@@ -69,6 +73,24 @@ def standard_footnotes(config: Any, songs: Sequence[Any]) -> list[str]:
 
 _BASELINE_STYLES = [dict(color=c, linestyle=ls) for ls in ("--", ":")
                     for c in ("black", "tab:gray", "tab:brown", "tab:olive")]
+
+
+def example_figure(
+    reference_mel: np.ndarray,  # [frames, mels] unscaled log-mel of the real audio
+    predicted_mel: np.ndarray,  # [frames, mels] unscaled log-mel of the row's audio
+    *,
+    song_id: str,
+    row_label: str,
+    features: FeatureConfig = DEFAULT_FEATURES,
+):
+    """The ground truth's log-mel above the row's, labelled (time in s, mel bins, ln mel): the
+    Figure examples/<row>/<song>.png shows next to the row's WAV."""
+    from music_spectrogram_diffusion.inference import files
+
+    frames = min(len(reference_mel), len(predicted_mel))
+    return files.spectrograms_figure(
+        [("ground truth (real audio)", reference_mel[:frames]), (row_label, predicted_mel[:frames])],
+        title=f"{song_id}: log-mel spectrograms", features=features)
 
 
 def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[str, str]],

@@ -287,16 +287,18 @@ def _baseline_songs(row: RowSpec, references: Sequence[Reference], vocoders: dic
 
 def _save_examples(out_dir: str, row: RowSpec, song: metrics_lib.SongEvaluation,
                    features: FeatureConfig) -> str:
-    """Writes <row>/<song>.wav and a target-above-prediction spectrogram PNG; returns the PNG."""
+    """Writes <row>/<song>.wav and a labelled ground-truth-above-row spectrogram PNG; returns
+    the PNG."""
     from music_spectrogram_diffusion.audio import audio_io
-    from music_spectrogram_diffusion.training import summaries
+    from music_spectrogram_diffusion.evaluation import report
+    from music_spectrogram_diffusion.inference import files
 
     base = os.path.join(out_dir, "examples", row.key, slugify(song.song_id))
     os.makedirs(os.path.dirname(base), exist_ok=True)
     audio_io.write_wav(base + ".wav", song.predicted_audio, features.sample_rate)
-    frames = min(len(song.reference_mel), len(song.predicted_mel))
-    png, _, _ = summaries.spectrogram_comparison_png(
-        song.reference_mel[:frames], song.predicted_mel[:frames], features)
+    png = files.figure_png(report.example_figure(
+        song.reference_mel, song.predicted_mel, song_id=song.song_id, row_label=row.label,
+        features=features))
     write_file_atomic(base + ".png", lambda f: f.write(png))
     return base + ".png"
 

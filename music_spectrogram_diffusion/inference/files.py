@@ -124,24 +124,54 @@ def spectrogram_png(
     features: FeatureConfig = DEFAULT_FEATURES,
 ) -> bytes:
     """A labelled spectrogram picture (time in seconds, mel bins, colour = log-mel) as PNG."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+    return spectrograms_png([(title, log_mel)], features=features)
 
-    frames = log_mel.shape[0]
-    figure = Figure(figsize=(max(6.0, min(24.0, frames / 80.0)), 3.2), dpi=100)
-    axes = figure.subplots()
-    image = axes.imshow(
-        np.asarray(log_mel, np.float32).T, origin="lower", aspect="auto", cmap="magma",
-        vmin=features.min_log_mel, vmax=features.max_log_mel,
-        extent=(0.0, frames / features.frames_per_second, 0, log_mel.shape[1]))
-    axes.set_xlabel("time (s)")
-    axes.set_ylabel("mel bin")
-    if title:
-        axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="ln mel")
-    figure.tight_layout()
+
+def spectrograms_png(
+    panels: Sequence[tuple[str, np.ndarray]],  # (title, [frames, mels] unscaled log-mel)
+    *,
+    title: str = "",
+    features: FeatureConfig = DEFAULT_FEATURES,
+) -> bytes:
+    """``spectrograms_figure`` as PNG."""
+    return figure_png(spectrograms_figure(panels, title=title, features=features))
+
+
+def figure_png(figure) -> bytes:
+    """A matplotlib Figure as PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def spectrograms_figure(
+    panels: Sequence[tuple[str, np.ndarray]],  # (title, [frames, mels] unscaled log-mel)
+    *,
+    title: str = "",
+    features: FeatureConfig = DEFAULT_FEATURES,
+):
+    """Labelled spectrograms stacked on one time axis (seconds), one titled panel each, with
+    one colour scale (ln mel) and an overall ``title``: a matplotlib Figure (no pyplot)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    frames = max(log_mel.shape[0] for _, log_mel in panels)
+    figure = Figure(figsize=(max(6.0, min(24.0, frames / 80.0)), 0.4 + 2.8 * len(panels)),
+                    dpi=100)
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (panel_title, log_mel) in zip(axes, panels):
+        image = ax.imshow(
+            np.asarray(log_mel, np.float32).T, origin="lower", aspect="auto", cmap="magma",
+            vmin=features.min_log_mel, vmax=features.max_log_mel,
+            extent=(0.0, log_mel.shape[0] / features.frames_per_second, 0, log_mel.shape[1]))
+        ax.set_ylabel("mel bin")
+        if panel_title:
+            ax.set_title(panel_title)
+        figure.colorbar(image, ax=ax, label="ln mel")
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
 
 
 def write_outputs(result: SynthesisResult, paths: OutputPaths, *, save_mel: bool = False,

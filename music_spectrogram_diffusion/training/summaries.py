@@ -3,7 +3,8 @@
 Events are written as TFRecord-framed ``Event`` protos with tensorboard's ``RecordWriter`` on
 a plain file (tensorboard's ``EventFileWriter`` would import all of TensorFlow: ~30 s), under
 ``MODEL_DIR/train`` and ``MODEL_DIR/eval`` as t5x does. Eval spectrogram comparisons are also
-saved as PNG files next to them, because people look at pictures, not numbers.
+saved as PNG files next to them, because people look at pictures, not numbers, and
+``write_sampled_audio`` makes the sampled segment heard (Griffin-Lim audio summaries and WAVs).
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class SummaryWriter:
         )
         self._add(step, summary_pb2.Summary.Value(tag=tag, image=image))
 
+    def audio(self, step: int, tag: str, samples: np.ndarray, sample_rate: int) -> None:
+        """A mono clip as TensorBoard's audio summary (16-bit WAV; the Audio tab plays it)."""
+        audio = summary_pb2.Summary.Audio(
+            sample_rate=float(sample_rate), num_channels=1, length_frames=len(samples),
+            encoded_audio_string=wav_bytes(samples, sample_rate), content_type="audio/wav")
+        self._add(step, summary_pb2.Summary.Value(tag=tag, audio=audio))
+
     def flush(self) -> None:
         self._file.flush()
 
@@ -79,6 +87,49 @@ def spectrogram_comparison_png(
 
     matplotlib.image.imsave(buffer, rgba, format="png")
     return buffer.getvalue(), rgba.shape[0], rgba.shape[1]
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """[num_samples] float audio as the bytes of a 16-bit PCM WAV file (clipped to [-1, 1])."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(np.asarray(samples, np.float64), -1.0, 1.0), int(sample_rate),
+                    format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def write_sampled_audio(
+    writer: SummaryWriter,
+    step: int,
+    target: np.ndarray,  # [frames, mels] unscaled log-mel
+    predicted: np.ndarray,  # [frames, mels] unscaled log-mel
+    out_dir: str | None = None,
+    features: FeatureConfig = DEFAULT_FEATURES,
+) -> dict[str, np.ndarray]:
+    """Target and sampled segment as listenable audio at eval time.
+
+    Both log-mels are vocoded with Griffin-Lim (no trained vocoder needed, so a run can be heard
+    from its first evaluation; it sounds phasey, the sampled spectrogram is what is judged) and
+    written as the audio summaries ``audio/target`` and ``audio/sampled`` at ``step``; with
+    ``out_dir`` (MODEL_DIR/eval) also as ``audio_step_<step>_{target,sampled}.wav``.
+
+    Returns:
+      {"target": [frames * hop], "sampled": [frames * hop]} float32 audio.
+    """
+    from music_spectrogram_diffusion import file_io
+    from music_spectrogram_diffusion.audio.vocoders.griffin_lim import GriffinLimVocoder
+
+    vocoder = GriffinLimVocoder(features=features)
+    clips = {}
+    for name, log_mel in (("target", target), ("sampled", predicted)):
+        audio = np.asarray(vocoder.vocode(np.asarray(log_mel, np.float32)[None]))[0]
+        clips[name] = audio
+        writer.audio(step, f"audio/{name}", audio, features.sample_rate)
+        if out_dir is not None:
+            file_io.write_bytes_atomic(os.path.join(out_dir, f"audio_step_{step}_{name}.wav"),
+                                       wav_bytes(audio, features.sample_rate))
+    return clips
 
 
 class Progress:

@@ -112,6 +112,18 @@ def test_out_of_device_memory_names_batch_size_and_microbatches(tmp_path, data_d
     assert "12.50GiB" in err and "--gin.trainer.train.num_microbatches" in err
 
 
+def test_batch_not_divisible_by_microbatches_names_both_bindings(tmp_path, data_dir, capsys):
+    model_gin = tmp_path / "fake_model.gin"
+    model_gin.write_text(FAKE_MODEL_GIN)
+    code = train_cli.main(_flags(model_gin, "gin/tasks/context_embedded.gin", tmp_path / "run",
+                                 data_dir, 1, "--gin.BATCH_SIZE=3",
+                                 "--gin.trainer.train.num_microbatches=2"))
+    err = _one_line_error(capsys)
+    assert code == 2
+    assert ("BATCH_SIZE (--gin.BATCH_SIZE) 3 must be divisible by the data-parallel size 1 x "
+            "--gin.trainer.train.num_microbatches 2") in err
+
+
 def test_missing_gin_file_and_required_macro(tmp_path, data_dir, capsys):
     assert train_cli.main(["--gin_file=gin/nope.gin"]) == 2
     assert "nope.gin" in capsys.readouterr().err

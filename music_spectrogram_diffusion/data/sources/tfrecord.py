@@ -1,6 +1,6 @@
 """The TFRecords the original pipeline consumed (spec §3.1), as an alternative source format.
 
-``msd-prepare-dataset NAME --source DIR --source-format tfrecord`` reads every file under DIR
+``msd-prepare-dataset NAME --source DIR --source_format tfrecord`` reads every file under DIR
 whose name contains ``.tfrecord`` (e.g. ``maestro-v3.0.0_ns_wav_train.tfrecord-00000-of-00025``
 or ``slakh_multi_cerberus_validation_bass:drums:guitar:piano.tfrecord-00003-of-00212``). The
 split is the word ``train``, ``validation`` (or ``valid``) or ``test`` in the file name; the
