@@ -627,6 +627,8 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
         writer.image(step, "spectrogram/target_vs_sampled", png, height, width)
         path = os.path.join(model_dir, "eval", f"spectrogram_step_{step}.png")
         file_io.write_bytes_atomic(path, png)
+        summaries.write_sampled_audio(writer, step, one["target_frames"][0], predicted,
+                                      os.path.join(model_dir, "eval"))
     if writer is not None:
         writer.flush()
     return totals
