@@ -4,11 +4,13 @@
     msd-synthesize --checkpoint MODEL_DIR/checkpoint_500000 --midi a.mid b.mid midi_dir/ \\
                    --out out_dir/ --sampler dpm++ --time_grid quadratic_t --steps 20 --guidance 2 \\
                    --seed 1 --save_mel --plot
+    msd-synthesize --checkpoint MODEL_DIR --midi long.mid --out long.wav --stream
 
 Each file is cut into 5.12 s segments; each segment is sampled with the previous one's
 prediction as context, the log-mel is vocoded and trimmed to the notes plus a release tail.
 Several inputs (or a directory) write OUT_DIR/<name>.wav and reuse the compiled model. All logic
-lives in music_spectrogram_diffusion.inference (``files.synthesize_files``). Exits 2 with one
+lives in music_spectrogram_diffusion.inference (``files.synthesize_files``). ``--stream`` appends
+each segment's audio to <name>.partial.wav as it is made; the final WAV is the same either way. Exits 2 with one
 message naming the file or flag for bad input (corrupt, empty or over-long MIDI, unreadable
 checkpoint, a vocoder built for other features, a bad flag value); no partial output is left.
 """
@@ -74,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write the log-mel as <name>.npy [frames, 128]")
     parser.add_argument("--plot", action="store_true",
                         help="also write a spectrogram picture <name>.png")
+    parser.add_argument("--stream", action="store_true",
+                        help="write each 5.12 s segment's audio to <name>.partial.wav as soon as "
+                             "it is sampled (play it while a long song is generated); the final "
+                             "<name>.wav is identical to a run without --stream")
     parser.add_argument("--no_progress", "--no-progress", action="store_true",
                         help="no progress bars")
     return parser
@@ -106,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reports = files.synthesize_files(
             args.checkpoint, args.midi, args.out, config=config, vocoder=args.vocoder,
-            save_mel=args.save_mel, plot=args.plot, show_progress=not args.no_progress)
+            save_mel=args.save_mel, plot=args.plot, show_progress=not args.no_progress,
+            stream=args.stream)
     except (CheckpointLoadError, VocoderCheckpointError, SynthesisError, MidiError,
             NoteSequenceError, AudioError) as e:
         return flags.fail(PROG, e, FLAG_NAMES)

@@ -145,7 +145,9 @@ def should_stop(step):
         first.append(time.time())
     return False
 result = gin.get_configurable(trainer.train)(config_text=config_text, should_stop=should_stop)
-_result({"first_step_time": first[0], "steps": result.step, "loss": result.metrics.get("loss")})
+_result({"first_step_time": first[0], "steps": result.step, "loss": result.metrics.get("loss"),
+         "data_wait_fraction": result.metrics.get("data_wait_fraction"),
+         "steps_per_second": result.metrics.get("steps_per_second")})
 """
 
 
@@ -162,13 +164,38 @@ def measure_training(data_dir: str, *, steps: int = 5, batch_size: int = 4,
         return _run_child(_TRAINING, {"argv": argv}, pythonpath)
 
 
+# Model size -> (steps, batch size) of the data-wait runs: long enough that the loop, not the
+# first step's compilation, dominates their wall time.
+DATA_WAIT_RUNS = {"tiny": (60, 8), "small": (12, 4)}
+
+
+def measure_data_wait(data_dir: str, *, size: str, steps: int, batch_size: int,
+                      pythonpath: str | None = None) -> dict:
+    """A CPU training run of the context diffusion model of ``size`` (msd-train's set-up,
+    default loader settings): the fraction of the loop's wall time spent waiting for data
+    (the trainer's ``data_wait_fraction``, from the first batch to the end, compilation of the
+    first step included in the wall time) and the steps per second."""
+    gin_files = (f"gin/models/diffusion_context/{size}.gin",) + TRAIN_GIN_FILES[1:]
+    run = measure_training(data_dir, steps=steps, batch_size=batch_size, gin_files=gin_files,
+                           pythonpath=pythonpath)
+    return dict(run, size=size, batch_size=batch_size)
+
+
 def run_benchmark(small_dir: str, large_dir: str, *, workers: Sequence[int] = (1, 2),
                   batch_size: int = 128, steps: int = 10, train_steps: int = 5,
-                  baseline_pythonpath: str | None = None, log=print) -> dict:
+                  baseline_pythonpath: str | None = None, log=print,
+                  data_wait_runs: dict[str, tuple[int, int]] | None = None) -> dict:
     """Everything ``format_table`` shows: throughput on ``large_dir``; start-up and memory on
-    both; the same subprocess measurements for ``baseline_pythonpath`` if given."""
+    both; data-wait fractions of tiny and small training runs on ``large_dir``; the same
+    subprocess measurements for ``baseline_pythonpath`` if given."""
     result: dict = {"small_dir": os.path.abspath(small_dir),
-                    "large_dir": os.path.abspath(large_dir), "loader": [], "runs": {}}
+                    "large_dir": os.path.abspath(large_dir), "loader": [], "runs": {},
+                    "data_wait": []}
+    for size, (wait_steps, wait_batch) in (DATA_WAIT_RUNS if data_wait_runs is None
+                                           else data_wait_runs).items():
+        log(f"data wait: {size} model, {wait_steps} steps at batch {wait_batch} ...")
+        result["data_wait"].append(measure_data_wait(large_dir, size=size, steps=wait_steps,
+                                                     batch_size=wait_batch))
     for num_workers in (0, *workers):
         log(f"loader, {num_workers} workers ...")
         result["loader"].append(measure_loader(large_dir, num_workers=num_workers,
@@ -202,6 +229,13 @@ def format_table(result: dict) -> str:
         lines.append(f"| {name} | {data['open_seconds'] + data['first_batch_seconds']:.2f} | "
                      f"{data['peak_rss_mb']:.0f} | {training['first_step_seconds']:.1f} | "
                      f"{training['peak_rss_mb']:.0f} |")
+    if result.get("data_wait"):
+        lines += ["", "| training run (large dataset) | steps | batch | steps/s | "
+                      "data wait (% of wall) |", "|---|---|---|---|---|"]
+        for row in result["data_wait"]:
+            lines.append(f"| {row['size']} context diffusion | {row['steps']} | "
+                         f"{row['batch_size']} | {row['steps_per_second']:.2f} | "
+                         f"{100 * row['data_wait_fraction']:.1f} |")
     for checkout in ("this", "baseline"):
         small, large = result["runs"].get(f"{checkout}/small"), result["runs"].get(
             f"{checkout}/large")

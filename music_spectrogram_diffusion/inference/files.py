@@ -26,6 +26,7 @@ from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.audio import audio_io
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 from music_spectrogram_diffusion.inference.synthesis import (
+    PreparedMidi,
     SynthesisConfig,
     SynthesisError,
     SynthesisResult,
@@ -52,6 +53,11 @@ class OutputPaths:
     @property
     def png(self) -> str:
         return os.path.splitext(self.wav)[0] + ".png"
+
+    @property
+    def partial_wav(self) -> str:
+        """The WAV that grows while ``--stream`` samples; replaced by ``wav`` at the end."""
+        return os.path.splitext(self.wav)[0] + ".partial.wav"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +215,53 @@ def write_outputs(result: SynthesisResult, paths: OutputPaths, *, save_mel: bool
     return tuple(outputs)
 
 
+def stream_outputs(synthesizer: Synthesizer, prepared: PreparedMidi, paths: OutputPaths, *,
+                   save_mel: bool = False, plot: bool = False, show_progress: bool = False
+                   ) -> tuple[SynthesisResult, tuple[str, ...]]:
+    """Synthesizes one file, appending each segment's audio to ``paths.partial_wav`` as soon
+    as it is sampled and vocoded (the header is updated after every chunk, so the file plays
+    while it grows), then writes the final outputs with ``write_outputs`` and removes the
+    partial file. The final WAV is the one ``synthesize_prepared`` gives for the same seed.
+    On any error or interrupt the partial file is removed and nothing else is written.
+    """
+    import soundfile
+
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prepared.segments), unit="segment", desc=prepared.name, leave=True)
+    partial = paths.partial_wav
+    result = None
+    try:
+        try:
+            sink = soundfile.SoundFile(partial, "w", samplerate=synthesizer.features.sample_rate,
+                                       channels=1, subtype="PCM_16", format="WAV")
+        except (OSError, RuntimeError) as e:
+            raise audio_io.AudioError(f"{partial}: cannot write streamed output ({e})") from e
+        with sink:
+            for chunk in synthesizer.stream_prepared(prepared):
+                if not np.all(np.isfinite(chunk.audio)):
+                    raise SynthesisError(f"{paths.midi}: the model produced non-finite audio "
+                                         f"(NaN or inf) in segment {chunk.segment_index}; "
+                                         "nothing written")
+                sink.write(np.clip(chunk.audio.astype(np.float64), -1.0, 1.0))
+                sink.flush()
+                if bar is not None:
+                    bar.set_postfix(rtf=f"{chunk.real_time_factor:.3g}",
+                                    audio=f"{chunk.end_sample / chunk.sample_rate:.1f}s")
+                    bar.update(1)
+                result = chunk.result
+        assert result is not None
+        written = write_outputs(result, paths, save_mel=save_mel, plot=plot)
+    finally:
+        if bar is not None:
+            bar.close()
+        if os.path.exists(partial):
+            os.remove(partial)
+    return result, written
+
+
 def synthesize_files(
     checkpoint: str,
     inputs: Sequence[str],
@@ -219,6 +272,7 @@ def synthesize_files(
     save_mel: bool = False,
     plot: bool = False,
     show_progress: bool = True,
+    stream: bool = False,
     features: FeatureConfig = DEFAULT_FEATURES,
 ) -> list[FileReport]:
     """Synthesizes MIDI files with a trained model (``msd-synthesize``).
@@ -232,6 +286,8 @@ def synthesize_files(
       save_mel, plot: also write <name>.npy / <name>.png beside each WAV.
       show_progress: a tqdm bar per file, one step per 5.12 s segment, with the real-time
         factor.
+      stream: write each segment's audio to <name>.partial.wav as soon as it is sampled
+        (``stream_outputs``); the final files are the same as without streaming.
 
     Raises:
       CheckpointLoadError, VocoderCheckpointError, SynthesisError, MidiError,
@@ -251,8 +307,12 @@ def synthesize_files(
                               features=features)
     reports = []
     for plan, item in zip(plans, prepared):
-        result = synthesizer.synthesize_prepared(item, show_progress=show_progress)
-        written = write_outputs(result, plan, save_mel=save_mel, plot=plot)
+        if stream:
+            result, written = stream_outputs(synthesizer, item, plan, save_mel=save_mel,
+                                             plot=plot, show_progress=show_progress)
+        else:
+            result = synthesizer.synthesize_prepared(item, show_progress=show_progress)
+            written = write_outputs(result, plan, save_mel=save_mel, plot=plot)
         logger.info("%s -> %s: %.1f s of audio, real-time factor %.3g (model %.1f s, vocoder "
                     "%.1f s)", plan.midi, plan.wav, result.audio_seconds, result.real_time_factor,
                     result.spectrogram_seconds, result.vocoder_seconds)

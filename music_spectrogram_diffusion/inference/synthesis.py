@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Callable
 
 import jax
@@ -108,6 +109,37 @@ class SynthesisResult:
         """Audio seconds produced per wall second, model and vocoder together (> 1: faster
         than real time)."""
         return self.audio_seconds / max(self.spectrogram_seconds + self.vocoder_seconds, 1e-9)
+
+
+# Log-mel frames of overlap on each side of a streamed vocoder window (1.28 s at 50 frames/s):
+# beyond the receptive field of the trained vocoders, so chunks join without seams.
+STREAM_CONTEXT_FRAMES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamChunk:
+    """Audio of one streamed step: what became final after segment ``segment_index``.
+
+    ``audio`` continues the previous chunk at ``start_sample`` (it may be empty while the
+    vocoder's overlap waits for the next segment). ``result`` is set on the last chunk only.
+    """
+
+    segment_index: int
+    num_segments: int
+    start_sample: int
+    audio: np.ndarray  # [n] float32
+    wall_seconds: float  # since the stream started: model and vocoder
+    sample_rate: int
+    result: SynthesisResult | None = None
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + len(self.audio)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Audio seconds streamed so far per wall second (> 1: faster than real time)."""
+        return self.end_sample / self.sample_rate / max(self.wall_seconds, 1e-9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,34 +272,47 @@ class Synthesizer:
         return make_batch(tokens, network_config=self.model.network_config,
                           context_frames=context_frames, context_mask=context_mask)
 
-    def predict_segments(
+    def iter_segment_predictions(
         self,
         segments: tuple[tokenizer.Segment, ...] | list[tokenizer.Segment],
-        progress: ProgressFn | None = None,
-    ) -> tuple[np.ndarray, tuple[float, ...]]:
+    ) -> Iterator[tuple[np.ndarray, float]]:
         """Predicts consecutive segments, each with the previous prediction as context.
 
-        Returns:
-          ([num_segments * segment_frames, mels] unscaled log-mel, wall seconds per segment).
+        Yields, per segment as soon as it is sampled, ([segment_frames, mels] unscaled log-mel,
+        wall seconds of that segment).
         """
         f = self.features
         context = np.zeros((1, f.context_frames, f.num_mels), np.float32)
         context_mask = np.zeros((1, f.context_frames), np.float32)
-        frames, seconds = [], []
         for i, segment in enumerate(segments):
             start = time.perf_counter()
             batch = self.segment_batch(segment, context, context_mask)
             prediction = self.predict_fn(self.params, batch, segment_rng(self.config.seed, i))
             prediction = np.asarray(jax.device_get(prediction), np.float32)  # [1, T, mels]
-            seconds.append(time.perf_counter() - start)
-            frames.append(prediction[0])
+            seconds = time.perf_counter() - start
             # The next segment sees this whole prediction with every frame marked valid, as in
             # the original (spec §7); the last 256 frames if a segment were ever longer.
             context = prediction[:, -f.context_frames:]
             if not self.config.always_mask_context:
                 context_mask = np.ones((1, f.context_frames), np.float32)
+            yield prediction[0], seconds
+
+    def predict_segments(
+        self,
+        segments: tuple[tokenizer.Segment, ...] | list[tokenizer.Segment],
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, tuple[float, ...]]:
+        """All of ``iter_segment_predictions`` at once.
+
+        Returns:
+          ([num_segments * segment_frames, mels] unscaled log-mel, wall seconds per segment).
+        """
+        frames, seconds = [], []
+        for i, (prediction, wall) in enumerate(self.iter_segment_predictions(segments)):
+            frames.append(prediction)
+            seconds.append(wall)
             if progress is not None:
-                progress(i, seconds[-1])
+                progress(i, wall)
         return np.concatenate(frames, axis=0), tuple(seconds)
 
     def synthesize_prepared(self, prepared: PreparedMidi, *, show_progress: bool = False
@@ -293,14 +338,84 @@ class Synthesizer:
             if bar is not None:
                 bar.close()
         start = time.perf_counter()
-        audio = np.asarray(jax.device_get(self.vocoder.vocode(log_mel[None])), np.float32)[0]
-        vocoder_seconds = time.perf_counter() - start
+        audio = self._vocode(log_mel)
+        return self._result(prepared, log_mel, audio, segment_seconds,
+                            time.perf_counter() - start)
+
+    def _result(self, prepared: PreparedMidi, log_mel: np.ndarray, audio: np.ndarray,
+                segment_seconds: tuple[float, ...], vocoder_seconds: float) -> SynthesisResult:
+        """The result trimmed to the notes plus the release tail."""
+        f = self.features
         num_samples = min(len(audio), int(round(prepared.total_seconds * f.sample_rate)))
         kept_frames = min(len(log_mel), -(-num_samples // f.hop_length))
         return SynthesisResult(
             audio=audio[:num_samples], log_mel=log_mel[:kept_frames], sample_rate=f.sample_rate,
             midi_seconds=prepared.midi_seconds, segment_seconds=segment_seconds,
             vocoder_seconds=vocoder_seconds)
+
+    def _vocode(self, log_mel: np.ndarray) -> np.ndarray:  # [frames, mels] -> [frames * hop]
+        return np.asarray(jax.device_get(self.vocoder.vocode(log_mel[None])), np.float32)[0]
+
+    def stream_prepared(self, prepared: PreparedMidi, *,
+                        context_frames: int = STREAM_CONTEXT_FRAMES) -> Iterator[StreamChunk]:
+        """Synthesizes a prepared file segment by segment, yielding audio as it is made.
+
+        After each segment is sampled, the frames whose audio no longer depends on frames not
+        yet sampled are vocoded with ``context_frames`` of log-mel on each side (the overlap),
+        and their audio is yielded; consecutive chunks tile the song without gaps. The last
+        chunk also carries the ``SynthesisResult`` of the whole file, whose audio is vocoded in
+        one pass exactly as ``synthesize_prepared`` does: the same seed gives the same final
+        audio, streamed or not. The streamed chunks equal it up to the vocoder's behaviour at
+        window edges (``context_frames`` beyond its receptive field: float rounding only).
+        """
+        if context_frames < 0:
+            raise ValueError(f"context_frames must be >= 0, got {context_frames}")
+        f = self.features
+        hop = f.hop_length
+        num_samples_total = int(round(prepared.total_seconds * f.sample_rate))
+        start_time = time.perf_counter()
+        frames: list[np.ndarray] = []
+        segment_seconds: list[float] = []
+        vocoder_seconds = 0.0
+        emitted = 0  # frames whose audio has been yielded
+        num_segments = len(prepared.segments)
+        for i, (prediction, wall) in enumerate(
+                self.iter_segment_predictions(prepared.segments)):
+            frames.append(prediction)
+            segment_seconds.append(wall)
+            total = sum(len(x) for x in frames)
+            last = i == num_segments - 1
+            stable = total if last else max(emitted, total - context_frames)
+            audio = np.zeros((0,), np.float32)
+            start_sample = min(emitted * hop, num_samples_total)
+            if stable > emitted:
+                log_mel = np.concatenate(frames, axis=0)
+                window_start = max(0, emitted - context_frames)
+                window_end = total if last else min(total, stable + context_frames)
+                vocode_start = time.perf_counter()
+                window_audio = self._vocode(log_mel[window_start:window_end])
+                vocoder_seconds += time.perf_counter() - vocode_start
+                offset = (emitted - window_start) * hop
+                audio = window_audio[offset:offset + (stable - emitted) * hop]
+                audio = audio[:max(0, num_samples_total - start_sample)]
+                emitted = stable
+            result = None
+            if last:
+                log_mel = np.concatenate(frames, axis=0)
+                vocode_start = time.perf_counter()
+                full_audio = self._vocode(log_mel)
+                vocoder_seconds += time.perf_counter() - vocode_start
+                result = self._result(prepared, log_mel, full_audio, tuple(segment_seconds),
+                                      vocoder_seconds)
+            yield StreamChunk(segment_index=i, num_segments=num_segments,
+                              start_sample=start_sample, audio=audio,
+                              wall_seconds=time.perf_counter() - start_time,
+                              sample_rate=f.sample_rate, result=result)
+
+    def stream(self, midi: str | bytes, *, name: str | None = None,
+               context_frames: int = STREAM_CONTEXT_FRAMES) -> Iterator[StreamChunk]:
+        """MIDI path or bytes -> audio chunks as segments are sampled (``stream_prepared``)."""
+        return self.stream_prepared(self.prepare(midi, name=name), context_frames=context_frames)
 
     def synthesize(self, midi: str | bytes, *, name: str | None = None,
                    show_progress: bool = False) -> SynthesisResult:

@@ -118,6 +118,19 @@ def multi_instrument_midi_bytes(seconds: float = 12.0) -> bytes:
     return make_midi_bytes(multi_instrument_notes(seconds))
 
 
+def melody_midi_bytes(seconds: float = 6.0) -> bytes:
+    """A flute melody over a held string chord: few tokens per segment.
+
+    6 s of notes + a 1 s release tail = two 5.12 s segments, each under 256 note tokens, so a
+    diffusion model compiles for one token bucket only.
+    """
+    notes = [NoteSpec(48, False, pitch, 0.0, seconds, 70) for pitch in (55, 59, 62)]
+    for i in range(int(seconds / 0.5)):
+        start = round(0.5 * i, 3)
+        notes.append(NoteSpec(73, False, 72 + (5 * i) % 12, start, round(start + 0.4, 3), 100))
+    return make_midi_bytes(notes)
+
+
 def dense_midi_bytes(seconds: float = 5.0, notes_per_chord: int = 4) -> bytes:
     """A piano playing a new 10 ms chord every 20 ms: several thousand tokens per segment."""
     notes = []

@@ -10,6 +10,7 @@ and ONE rules table maps logical names to mesh axes. Everything is placed with `
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -256,17 +257,42 @@ def host_batch_slice(global_batch_size: int) -> slice:
     return slice(0, global_batch_size) if rows is None else rows
 
 
+_EXCHANGE_TIMEOUT_MS = 10 * 60 * 1000  # a host that does not answer in 10 minutes is gone
+_exchanges = itertools.count()
+
+
 def max_over_hosts(value: int) -> int:
     """The largest ``value`` over all processes; ``value`` itself in a single process.
 
     For per-batch choices every host must make alike, such as the note-token bucket (each host
-    holds only its rows of the global batch, but the global array has one shape).
+    holds only its rows of the global batch, but the global array has one shape). Every process
+    must call it the same number of times in the same order (the trainer does: once per train
+    and eval batch).
+
+    The values travel through the ``jax.distributed`` coordinator's key-value store, host to
+    host: a device collective (``process_allgather``) would be queued behind the train step
+    that is running on the device, so the host could not prepare the next batch until that step
+    ended and the device would wait for every batch.
     """
     if jax.process_count() == 1:
         return int(value)
-    from jax.experimental import multihost_utils
+    from jax._src import distributed  # the coordinator client jax.distributed.initialize made
 
-    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))
+    client = distributed.global_state.client
+    if client is None:  # multi-process without jax.distributed (e.g. TPU auto-detection)
+        from jax.experimental import multihost_utils
+
+        return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))
+    exchange = next(_exchanges)
+    me, count = jax.process_index(), jax.process_count()
+    client.key_value_set(f"msd/max_over_hosts/{exchange}/{me}", str(int(value)))
+    values = [int(client.blocking_key_value_get(f"msd/max_over_hosts/{exchange}/{i}",
+                                                _EXCHANGE_TIMEOUT_MS)) for i in range(count)]
+    if exchange >= 2:
+        # Every host has read exchange - 2: each has published exchange - 1, which it does only
+        # after reading all of exchange - 2.
+        client.key_value_delete(f"msd/max_over_hosts/{exchange - 2}/{me}")
+    return max(values)
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

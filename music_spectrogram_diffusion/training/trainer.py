@@ -330,9 +330,10 @@ class _DataWaitTimer:
         self._start = time.perf_counter()
         self._waited = 0.0
 
-    def next(self, iterator):
+    def next(self, iterator, finish=lambda item: item):
+        """``finish(next(iterator))``, timed: the host-side work that readies the next batch."""
         t0 = time.perf_counter()
-        item = next(iterator)
+        item = finish(next(iterator))
         self._waited += time.perf_counter() - t0
         return item
 
@@ -544,14 +545,17 @@ def train(
         with mesh, loader:
             # The batch of the next step is read and put on the device while this step runs
             # (steps are dispatched asynchronously; nothing is read back every step).
-            batch = partitioning.shard_batch(_bucketed(data_timer.next(loader)[1], buckets), mesh)
+            def next_batch():  # bucket choice (a host exchange on many hosts) counts as data
+                return partitioning.shard_batch(
+                    data_timer.next(loader, lambda item: _bucketed(item[1], buckets)), mesh)
+
+            batch = next_batch()
             while step < train_steps:
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
                 pending.add(step, device_metrics)
                 step += 1
                 if step < train_steps:
-                    batch = partitioning.shard_batch(
-                        _bucketed(data_timer.next(loader)[1], buckets), mesh)
+                    batch = next_batch()
                 pending.bound_in_flight()
                 log = step % log_period == 0 or step == train_steps
                 reason = stop.reason(step) if step < train_steps else None

@@ -184,3 +184,49 @@ def test_bad_flags_exit_2(model_dir, capsys):
         assert err.startswith(f"msd-synthesize: error: {named} must be"), err
         assert err.count("\n") == 1
         assert "num_steps" not in err and "max_midi_seconds" not in err
+
+
+def test_stream_writes_segments_as_they_are_made_and_the_same_final_wav(
+        model_dir, midi_dir, tmp_path, capsys, monkeypatch):
+    from music_spectrogram_diffusion.inference import synthesis
+
+    out = tmp_path / "streamed.wav"
+    partial = tmp_path / "streamed.partial.wav"
+    sizes = []  # frames in the partial WAV each time a segment starts sampling
+    original = synthesis.Synthesizer.segment_batch
+
+    def recording_segment_batch(self, *args, **kwargs):
+        sizes.append(soundfile.info(partial).frames if partial.exists() else None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(synthesis.Synthesizer, "segment_batch", recording_segment_batch)
+    status, stdout, stderr = _run(["--checkpoint", model_dir, "--midi",
+                                   str(midi_dir / "melody.mid"), "--out", str(out), "--seed", "4",
+                                   "--stream", *FAST], capsys)
+    assert status == 0, stderr
+    # Segment 0's audio (less the vocoder overlap) was on disk before segment 1 was sampled.
+    assert sizes == [0, (256 - synthesis.STREAM_CONTEXT_FRAMES) * 320]
+    assert _files(tmp_path) == ["streamed.wav"]  # the partial file is gone
+    plain = tmp_path / "plain.wav"
+    assert _run(["--checkpoint", model_dir, "--midi", str(midi_dir / "melody.mid"), "--out",
+                 str(plain), "--seed", "4", *FAST], capsys)[0] == 0
+    assert out.read_bytes() == plain.read_bytes()
+
+
+def test_stream_failure_leaves_nothing(model_dir, midi_dir, tmp_path, capsys, monkeypatch):
+    from music_spectrogram_diffusion.inference import synthesis
+
+    calls = []
+    original = synthesis.Synthesizer.segment_batch
+
+    def failing_segment_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during segment 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(synthesis.Synthesizer, "segment_batch", failing_segment_batch)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize.main(["--checkpoint", model_dir, "--midi", str(midi_dir / "melody.mid"),
+                         "--out", str(tmp_path / "x.wav"), "--stream", *FAST])
+    assert _files(tmp_path) == []

@@ -13,5 +13,8 @@ def test_loader_and_data_startup_measurements(data_dir):
     assert startup["process_seconds"] > startup["open_seconds"] > 0
     run = {"data": startup, "training": {"first_step_seconds": 1.0, "peak_rss_mb": 900.0}}
     table = pipeline_benchmark.format_table(
-        {"loader": [loader], "runs": {"this/small": run, "this/large": run}})
+        {"loader": [loader], "runs": {"this/small": run, "this/large": run},
+         "data_wait": [{"size": "tiny", "steps": 60, "batch_size": 8, "steps_per_second": 2.5,
+                        "data_wait_fraction": 0.012}]})
     assert "| in process |" in table and "large - small = +0 MB" in table
+    assert "| tiny context diffusion | 60 | 8 | 2.50 | 1.2 |" in table

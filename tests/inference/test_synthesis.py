@@ -201,3 +201,53 @@ def test_autoregressive_model_through_the_same_api(tmp_path_factory, vocoder):
     again = synthesis.synthesize(midi, ar.model, ar.params, vocoder,
                                  config=synthesis.SynthesisConfig(seed=5))
     np.testing.assert_array_equal(again, result.audio)
+
+
+def _untrained_vocoder(kind):
+    """A randomly initialised trained-vocoder network: streaming depends on its receptive field,
+    not on its weights."""
+    import jax.numpy as jnp
+
+    from music_spectrogram_diffusion.audio.vocoders import checkpoints, generators, hifigan, vocos
+
+    config = {"vocos": vocos.VocosConfig.tiny(), "hifigan": hifigan.GeneratorConfig.tiny()}[kind]
+    network = generators.build_generator(config, F)
+    params = network.init(jax.random.key(0), jnp.zeros((1, 32, F.num_mels)))["params"]
+    return checkpoints.TrainedVocoder(F, config, params)
+
+
+@pytest.mark.parametrize("kind", ["griffin-lim", "vocos"])
+def test_stream_yields_each_segment_and_ends_with_the_non_streaming_result(loaded, vocoder,
+                                                                          melody_result, kind):
+    voc = vocoder if kind == "griffin-lim" else _untrained_vocoder(kind)
+    synthesizer = synthesis.Synthesizer(
+        loaded.model, loaded.params, voc,
+        config=synthesis.SynthesisConfig(sampler=SAMPLER, seed=0))
+    chunks = list(synthesizer.stream(trained_checkpoints.melody_midi_bytes(6.0), name="melody"))
+    assert [c.segment_index for c in chunks] == [0, 1]
+    assert all(c.num_segments == 2 for c in chunks)
+    assert [c.result is None for c in chunks] == [True, False]
+    # The first chunk is out before the second segment is sampled: all of segment 0 but the
+    # vocoder's overlap.
+    assert chunks[0].start_sample == 0
+    assert len(chunks[0].audio) == (256 - synthesis.STREAM_CONTEXT_FRAMES) * 320
+    # Chunks tile the song without gaps or overlap, up to the trimmed length.
+    assert chunks[1].start_sample == chunks[0].end_sample
+    result = chunks[-1].result
+    streamed = np.concatenate([c.audio for c in chunks])
+    assert len(streamed) == len(result.audio) == 7 * 16000
+    assert all(c.real_time_factor > 0 for c in chunks)
+    if kind == "griffin-lim":
+        # Same seed: the whole-song result equals the non-streaming one exactly.
+        np.testing.assert_array_equal(result.audio, melody_result.audio)
+        np.testing.assert_array_equal(result.log_mel, melody_result.log_mel)
+        # Griffin-Lim is a global iteration: streamed windows are a close preview only.
+        error = np.abs(streamed - result.audio)
+        assert float(np.sqrt(np.mean(error**2))) < 0.5 * float(np.sqrt(np.mean(result.audio**2)))
+    else:
+        expected = synthesizer.synthesize(trained_checkpoints.melody_midi_bytes(6.0)).audio
+        np.testing.assert_array_equal(result.audio, expected)
+        # A convolutional vocoder's receptive field is inside the overlap: the streamed chunks
+        # are the whole-song audio up to float rounding.
+        np.testing.assert_allclose(streamed, result.audio, atol=1e-4 * float(
+            np.max(np.abs(result.audio))) + 1e-7)

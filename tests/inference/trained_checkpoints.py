@@ -74,13 +74,5 @@ def shared_checkpoint(tmp_path_factory, kind: str) -> str:
 
 
 def melody_midi_bytes(seconds: float = 6.0) -> bytes:
-    """A real MIDI file: a flute melody over a held string chord (few tokens per segment).
-
-    6 s of notes + the 1 s release tail = two 5.12 s segments, each under 256 note tokens, so
-    the diffusion model compiles for one token bucket only.
-    """
-    notes = [(48, False, pitch, 0.0, seconds, 70) for pitch in (55, 59, 62)]
-    for i in range(int(seconds / 0.5)):
-        start = round(0.5 * i, 3)
-        notes.append((73, False, 72 + (5 * i) % 12, start, round(start + 0.4, 3), 100))
-    return midi_fixtures.make_midi_bytes(notes)
+    """A real MIDI file with two segments of few tokens (``midi_fixtures.melody_midi_bytes``)."""
+    return midi_fixtures.melody_midi_bytes(seconds)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -233,6 +234,29 @@ def test_train_writes_scalars_images_and_checkpoints(tmp_path):
     assert [s for s, _ in summaries.read_scalars(str(tmp_path / "eval"))["loss"]] == [4]
     png = (tmp_path / "eval" / "spectrogram_step_4.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _SlowSource(fake_models.FakeBatchSource):
+    """Takes 0.2 s per batch: far longer than the fake model's step."""
+
+    def get_batch(self, index, batch_size, *, seed, rows=None):
+        time.sleep(0.2)
+        return super().get_batch(index, batch_size, seed=seed, rows=rows)
+
+
+def test_data_wait_fraction_measures_the_time_blocked_on_input(tmp_path):
+    def run(source, name):
+        return trainer.train(
+            model=fake_models.FakeSpectrogramModel(), train_data=source,
+            model_dir=str(tmp_path / name), train_steps=16, batch_size=2, seed=0, log_period=16,
+            frozen_param_mask_fn=fake_models.frozen_param_mask).metrics["data_wait_fraction"]
+
+    slow = run(_SlowSource(), "slow")
+    fast = run(fake_models.FakeBatchSource(), "fast")
+    # 16 batches x 0.2 s of input against milliseconds of compute: waiting is a large part of
+    # the wall time (which also holds the first step's compilation); a free source waits little.
+    assert slow > 0.25
+    assert fast < slow / 4
 
 
 @dataclasses.dataclass(frozen=True)
