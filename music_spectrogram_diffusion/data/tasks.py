@@ -218,14 +218,19 @@ def get_batch_source(
     split: str = "train",
     task_feature_lengths: dict[str, int] | None = None,
     dataset: str = "embedded",
+    vocab: VocabularyConfig = DEFAULT_VOCABULARY,
 ) -> TaskBatchSource:
-    """Model batches of a task's split (no seqio/TensorFlow needed); bound in gin/tasks/*.gin."""
+    """Model batches of a task's split (no seqio/TensorFlow needed); bound in gin/tasks/*.gin.
+
+    ``vocab`` tokenizes the notes and names the tasks (``task_name``: '_vb1' only for one
+    velocity bin); gin/tasks/*velocity127.gin bind it to the models' VocabularyConfig.
+    """
     if dataset not in dataset_specs.DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid values: "
                          f"{sorted(dataset_specs.DATASETS)}")
-    spec = get_task_spec(task_name, dataset_specs.DATASETS[dataset])
+    spec = get_task_spec(task_name, dataset_specs.DATASETS[dataset], vocab)
     return TaskBatchSource(
-        examples=ExampleSource(spec, split, os.path.abspath(data_dir)),
+        examples=ExampleSource(spec, split, os.path.abspath(data_dir), vocab=vocab),
         converter=make_feature_converter(spec.with_context, task_feature_lengths),
     )
 
@@ -248,15 +253,15 @@ def _output_features(with_context: bool, vocab: VocabularyConfig):
     return features
 
 
-def _dataset_fn(task: TaskSpec, data_dir: str, split: str, shuffle_files: bool,
-                seed: int | None = None):
+def _dataset_fn(task: TaskSpec, data_dir: str, vocab: VocabularyConfig, split: str,
+                shuffle_files: bool, seed: int | None = None):
     """seqio dataset_fn: the same examples as ExampleSource, as a tf.data.Dataset."""
     del shuffle_files  # Example order is a function of the seed already.
     import itertools
 
     import tensorflow as tf
 
-    source = ExampleSource(task, split, data_dir)
+    source = ExampleSource(task, split, data_dir, vocab=vocab)
     keys = windows.EXAMPLE_KEYS if task.with_context else windows.EXAMPLE_KEYS[:3]
     seed = 0 if seed is None else int(seed)
     count = source.num_examples
@@ -302,7 +307,7 @@ def register_tasks(
             seqio.TaskRegistry.add(
                 name,
                 source=seqio.FunctionDataSource(
-                    dataset_fn=_bind_dataset_fn(spec, data_dir), splits=list(spec.splits)
+                    dataset_fn=_bind_dataset_fn(spec, data_dir, vocab), splits=list(spec.splits)
                 ),
                 output_features=_output_features(spec.with_context, vocab),
                 preprocessors=[],
@@ -320,9 +325,9 @@ def register_tasks(
     return names
 
 
-def _bind_dataset_fn(spec: TaskSpec, data_dir: str):
+def _bind_dataset_fn(spec: TaskSpec, data_dir: str, vocab: VocabularyConfig):
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
-        return _dataset_fn(spec, data_dir, split, shuffle_files, seed)
+        return _dataset_fn(spec, data_dir, vocab, split, shuffle_files, seed)
 
     return dataset_fn
 

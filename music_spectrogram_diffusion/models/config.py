@@ -13,6 +13,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from music_spectrogram_diffusion.data import vocabularies
+
 _VALID_DTYPES = ("float32", "bfloat16")
 
 # name -> the fields that differ from the T5Config defaults (which are 'small').
@@ -42,7 +44,8 @@ class T5Config:
 
     Attributes:
       vocab_size: note-token embedding rows; 1536 = ``num_embeddings`` of the MT3 vocabulary with
-        1 velocity bin (spec §1.1).
+        1 velocity bin (spec §1.1), 1664 with 127 bins. The model gins derive it from the
+        vocabulary (``token_embedding_rows``), so it always holds the tasks' token ids.
       emb_dim: model width d.
       num_heads: attention heads H.
       head_dim: channels per head Dh (H*Dh need not equal d).
@@ -118,3 +121,25 @@ class T5Config:
 
 
 NAMED_SIZES: tuple[str, ...] = tuple(_NAMED_SIZES)
+
+
+def token_embedding_rows(vocab: vocabularies.VocabularyConfig = vocabularies.DEFAULT_VOCABULARY,
+                         rows: int | None = None) -> int:
+    """``T5Config.vocab_size`` for note tokens of ``vocab``: ``num_embeddings(vocab)`` by default.
+
+    gin/models/t5_common.gin binds ``T5Config.vocab_size`` to this, with the same
+    ``VocabularyConfig`` the tasks tokenize with, so the vocabulary decides the table size.
+    ``rows`` asks for a larger table (e.g. 1536 rows of imported weights over a vocabulary that
+    needs fewer); fewer rows than the vocabulary's ids is an error, not zero-vector tokens.
+    """
+    needed = vocabularies.num_embeddings(vocab)
+    if rows is None:
+        return needed
+    if rows < needed:
+        raise ValueError(
+            f"T5Config.vocab_size = {rows} token embedding rows, but the vocabulary with "
+            f"{vocab.num_velocity_bins} velocity bin(s) needs num_embeddings = {needed} (its ids, "
+            f"extra ids included, reach {vocabularies.vocab_size(vocab) - 1}); unbind "
+            f"config.token_embedding_rows.rows (the vocabulary then sizes the table) or set it "
+            f">= {needed}")
+    return rows

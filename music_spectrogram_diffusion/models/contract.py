@@ -34,6 +34,7 @@ import numpy as np
 
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.models.config import T5Config
+from music_spectrogram_diffusion.models.layers import check_ids_in_table
 
 Array = jax.Array
 # A flax parameter pytree (nested dicts of arrays), boxed with logical axis names by ``init``.
@@ -141,10 +142,16 @@ def make_batch(
     no-context models see); without targets, the targets are zero with every frame marked
     real (only shapes matter when predicting). A context given without its mask is taken as
     fully valid. Shapes come from ``network_config``; given arrays are passed through.
+
+    Raises:
+      ValueError: a note token id outside the model's embedding table (``vocab_size`` rows),
+        e.g. tokens of a 127-velocity-bin vocabulary for a model built for 1 bin.
     """
     tokens = note_tokens if isinstance(note_tokens, jax.Array) else np.asarray(note_tokens, np.int32)
     if tokens.ndim != 2:
         raise ValueError(f"note_tokens must be [batch, length], got shape {tuple(tokens.shape)}")
+    if not isinstance(tokens, jax.core.Tracer):
+        check_ids_in_table(tokens, network_config.vocab_size, what="note token ids")
     batch_size = tokens.shape[0]
     cfg = network_config
     if context_frames is None:

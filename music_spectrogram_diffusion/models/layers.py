@@ -140,8 +140,31 @@ class DenseGeneral(nn.Module):
         return dense_matmul(flat, kernel, jnp.dtype(self.dtype)).reshape(batch_shape + features)
 
 
+def check_ids_in_table(ids: np.ndarray | Array, num_embeddings: int, *,
+                       what: str = "token ids") -> None:
+    """ValueError unless every id of a concrete (not traced) array is in [0, num_embeddings).
+
+    An id past the table must be an error: the one-hot lookup would embed it as a zero vector
+    and the model would silently ignore the token.
+    """
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= num_embeddings:
+        raise ValueError(
+            f"{what} range over [{low}, {high}] but the embedding table has {num_embeddings} rows "
+            f"(valid ids 0..{num_embeddings - 1}): they come from a larger vocabulary than the "
+            f"table was built for (the note-token table has T5Config.vocab_size rows)")
+
+
 class Embed(nn.Module):
-    """Learned embedding table (token embedder: normal(1) init, one-hot matmul lookup, §4.3)."""
+    """Learned embedding table (token embedder: normal(1) init, one-hot matmul lookup, §4.3).
+
+    An id outside [0, num_embeddings) is a ValueError for concrete inputs; under ``jit`` (where
+    ids cannot be read) it embeds as NaN, never as the zero vector a one-hot lookup would give,
+    so the loss turns non-finite instead of the token being silently dropped.
+    """
 
     num_embeddings: int
     features: int
@@ -161,11 +184,14 @@ class Embed(nn.Module):
     def __call__(self, inputs: Array) -> Array:  # int [...] -> [..., features]
         if not jnp.issubdtype(inputs.dtype, jnp.integer):
             raise ValueError(f"Embed takes integer ids, got dtype {inputs.dtype}")
+        if not isinstance(inputs, jax.core.Tracer):
+            check_ids_in_table(inputs, self.num_embeddings)
         table = jnp.asarray(self.embedding, self.dtype)
         if self.one_hot:
             one_hot = jax.nn.one_hot(inputs, self.num_embeddings, dtype=self.dtype)
-            return one_hot @ table
-        return jnp.take(table, inputs, axis=0)
+            in_table = (inputs >= 0) & (inputs < self.num_embeddings)
+            return jnp.where(in_table[..., None], one_hot @ table, jnp.nan)
+        return jnp.take(table, inputs, axis=0, mode="fill", fill_value=jnp.nan)
 
     def attend(self, query: Array) -> Array:  # [..., features] -> [..., num_embeddings]
         """Logits against every row (tied output layer); unused by the spectrogram models."""

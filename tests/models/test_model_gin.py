@@ -63,13 +63,13 @@ def _batch(cfg: T5Config, batch_size=1):
 def test_every_model_gin_file_is_covered():
     files = {p.relative_to(REPO / "gin" / "models").as_posix() for p in (REPO / "gin" / "models").rglob("*.gin")}
     variants = {f"{k}/{s}.gin" for k in KINDS for s in SIZES}
-    shared = {f"{k}/base_config.gin" for k in KINDS} | {f"sizes/{s}.gin" for s in SIZES} | {"t5_common.gin"}
+    shared = {f"{k}/base_config.gin" for k in KINDS} | {f"sizes/{s}.gin" for s in SIZES} | {"t5_common.gin", "velocity127.gin"}
     assert files == variants | shared
     for name in variants | shared:
         assert (REPO / "gin" / "models" / name).read_text().startswith("#"), name
 
 
-@pytest.mark.parametrize("name", ["t5_common.gin"] + [f"sizes/{s}.gin" for s in SIZES]
+@pytest.mark.parametrize("name", ["t5_common.gin", "velocity127.gin"] + [f"sizes/{s}.gin" for s in SIZES]
                          + [f"{k}/base_config.gin" for k in KINDS])
 def test_shared_gin_files_parse(name):
     gin.parse_config_file(str(REPO / "gin" / "models" / name))
