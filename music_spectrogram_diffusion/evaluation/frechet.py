@@ -259,6 +259,12 @@ def frechet_distance_infinity(
     with both sides subsampled alike. Subsets are drawn from ``np.random.default_rng(seed)``:
     the same inputs and seed give the same value.
 
+    When both sets have the same length, both sides take the *same* indices. Evaluation frames
+    are paired (frame i of a song's real audio and of its synthesis cover the same time):
+    independent subsets would break the pairing, so that a set compared with itself, FD 0 at
+    every size, would extrapolate to a negative distance. For unpaired (independent) sets the
+    shared indices are as random as independent ones.
+
     Args:
       first, second: the two sets of vectors.
       seed: the subsets' random seed.
@@ -293,12 +299,16 @@ def frechet_distance_infinity(
     sizes = tuple(int(n) for n in np.unique(
         np.linspace(min_subset, available, num_points).round().astype(int)))
     rng = np.random.default_rng(seed)
+    paired = len(x) == len(y)
     distances = []
     for n in sizes:
         stats = []
+        indices = rng.choice(len(x), size=n, replace=False)
         for data in (x, y):
+            if not paired:
+                indices = rng.choice(len(data), size=n, replace=False)
             gaussian = StreamingGaussian(dim, diagonal=diagonal)
-            gaussian.update(data[rng.choice(len(data), size=n, replace=False)])
+            gaussian.update(data[indices])
             stats.append(gaussian)
         distances.append(gaussian_frechet_distance(*stats))
     slope, intercept = np.polyfit(1.0 / np.asarray(sizes, np.float64), distances, 1)

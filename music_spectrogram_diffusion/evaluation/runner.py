@@ -26,6 +26,7 @@ Layout of ``out_dir``::
   examples/<row>/<song>.{wav,png}   a few synthesized songs and spectrogram comparisons
   tensorboard/<model>/              scalars and a spectrogram image at each checkpoint's step
   results.json, results.md, metrics_vs_step.png      written by ``report.write_report``
+  metrics_vs_minute.png             the drift plot, when there are per-minute values
 
 A row is skipped when its file exists with the same evaluation fingerprint (songs, excerpt
 length, sampler, vocoder, embedders, seed); changing any of them recomputes it.
