@@ -5,7 +5,7 @@
         [--data_dir data/embedded] [--checkpoints all|latest|0,2000] \\
         [--embedders musicnn,logmel] [--vocoder griffin-lim|VOCODER_DIR] \\
         [--sampler dpm++ --time_grid quadratic_t --steps 20 --guidance 2.0] \\
-        [--max_songs N] [--max_seconds S] \\
+        [--max_songs N] [--max_seconds 600|S|none] \\
         --out results/eval
 
 ``--model_dir`` takes DIR or LABEL=DIR (the label names the table row). ``--task`` is a full-song
@@ -13,7 +13,10 @@ task of any dataset (``synthesis[_with_context]_full_<dataset>_..._<split>``, e.
 ``synthesis_full_maestrov3_notes_ties_melgan_vb1_test`` on a folder made by msd-prepare-dataset);
 ``--split test`` evaluates a split of the embedded dataset instead. With neither, the runs' own
 test task (TEST_TASK and DATA_DIR of MODEL_DIR/config.gin) is evaluated. Songs are synthesized
-whole through the context chain (``inference.synthesis``). Re-running the same command skips rows
+through the context chain (``inference.synthesis``) up to the original's 10-minute cap
+(``--max_seconds 600``, the default; ``none`` for whole songs); with at least two minutes, each
+minute's 5.12 s segment is also scored on its own (``*_1minute`` ... in results.json, the drift
+plot metrics_vs_minute.png). Re-running the same command skips rows
 already in ``--out``. Writes results.json, results.md, metrics_vs_step.png, examples/ and
 tensorboard/ under ``--out``. Exits 2 with one message on bad input.
 """
@@ -29,12 +32,24 @@ from music_spectrogram_diffusion.cli import flags
 from music_spectrogram_diffusion.diffusion.samplers import SAMPLER_NAMES, SamplerConfig
 from music_spectrogram_diffusion.diffusion.time_grids import TIME_GRID_NAMES
 from music_spectrogram_diffusion.evaluation import runner
+from music_spectrogram_diffusion.evaluation.minutes import PROTOCOL_MAX_SECONDS
 
 PROG = "msd-evaluate"
 DEFAULT_DATA_DIR = os.path.join("data", "embedded")
 # Library fields the messages may name, and the flag that sets each.
 FLAG_NAMES = {"num_steps": "--steps", "guidance_weight": "--guidance",
               "max_seconds": "--max_seconds", "max_songs": "--max_songs"}
+
+
+def max_seconds(text: str) -> float | None:
+    """--max_seconds: a number of seconds, or 'none' (whole songs, no cap)."""
+    if text.strip().lower() in ("none", "full"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number of seconds nor 'none'") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="sampling seed; the same seed gives the same table")
     parser.add_argument("--max_songs", "--max-songs", type=int, help="evaluate the first N songs")
-    parser.add_argument("--max_seconds", "--max-seconds", type=float,
-                        help="evaluate only each song's start")
+    parser.add_argument("--max_seconds", "--max-seconds", type=max_seconds,
+                        default=PROTOCOL_MAX_SECONDS,
+                        help=f"evaluate each song's first S seconds, rounded up to whole 5.12 s "
+                             f"segments (default {PROTOCOL_MAX_SECONDS:g}: the original's "
+                             "10-minute cap); 'none' for whole songs")
     parser.add_argument("--no_transcription", "--no-transcription", action="store_true",
                         help="skip the transcription F1 columns")
     parser.add_argument("--out", required=True, help="results directory (resumable)")

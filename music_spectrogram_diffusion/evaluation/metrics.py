@@ -6,6 +6,7 @@ notes, and optionally predicted and real log-mel) and returns one flat dict:
 ===========================  =============================================================
 ``{embedder}_distance``      mean over songs of the mean frame embedding distance (§8.2)
 ``{embedder}_frechet``       Frechet distance of all real vs all synthesized frames (§8.2)
+``{embedder}_frechet_inf``   the same with its small-sample bias extrapolated away (FD-inf)
 ``Model onset F1`` ...       transcription of the synthesized audio vs the input notes
 ``GT onset F1`` ...          transcription of the real audio: the ceiling
 ``mel_l1``, ``mel_l2``       unscaled log-mel distances (spectral_metrics.py)
@@ -13,9 +14,15 @@ notes, and optionally predicted and real log-mel) and returns one flat dict:
 ``examples_count``           number of songs
 ===========================  =============================================================
 
-Songs are processed one at a time (statistics are streamed), so a generator of songs keeps
-memory flat. The synthesized audio is cut to the real audio's length first: the original scored
-the generated tail beyond the end of the real audio (§11.9).
+With ``minutes``, every metric that can be sliced in time (``SongMetric.for_slice``) is also
+computed over the 5.12-s chunk of each of those minutes (``minutes.py``, the original's
+``{task}_{m}minute`` keys, §8.4): ``mel_l1_1minute``, ``musicnn_frechet_2minute`` ... A metric's
+``columns`` say which of its columns have such per-minute variants (``Column.per_minute``).
+
+Songs are processed one at a time (statistics are streamed; only the embedding frames that
+FD-inf subsamples are kept), so a generator of songs keeps memory small. The synthesized audio
+is cut to the real audio's length first: the original scored the generated tail beyond the end
+of the real audio (§11.9).
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from music_spectrogram_diffusion.evaluation import frechet
+from music_spectrogram_diffusion.evaluation import minutes as minutes_lib
 from music_spectrogram_diffusion.evaluation import spectral_metrics
 from music_spectrogram_diffusion.evaluation import transcription
 from music_spectrogram_diffusion.evaluation.embedders import Embedder
-from music_spectrogram_diffusion.features import DEFAULT_FEATURES
+from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 
 _LOG_EVERY_SECONDS = 30.0
+# FD-inf draws its subsets with this seed: the same frames always give the same value.
+FD_INFINITY_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +67,9 @@ class Column:
     header: str
     key: str
     decimals: int = 3
-    plot: bool = True  # also a panel of metrics_vs_step.png
+    plot: bool = True  # also a panel of metrics_vs_step.png (and of metrics_vs_minute.png)
+    per_minute: bool = False  # results also hold minute_key(key, m) for the per-minute chunks
+    optional: bool = False  # left out of the table when no row has a value
 
 
 class SongMetric(Protocol):
@@ -65,7 +77,9 @@ class SongMetric(Protocol):
 
     ``update`` sees each song once, with the synthesized audio already cut to the real
     audio's length; ``result`` returns the values that need every song (e.g. a Frechet
-    distance). Keys are what the metric's ``columns`` name.
+    distance). Keys are what the metric's ``columns`` name. ``for_slice`` returns a fresh metric
+    of the same kind for one time slice of every song (the per-minute chunks), or None when the
+    metric has no meaning on a slice.
     """
 
     def update(self, song: SongEvaluation, predicted: np.ndarray, reference: np.ndarray
@@ -73,31 +87,59 @@ class SongMetric(Protocol):
 
     def result(self) -> dict[str, float]: ...
 
+    def for_slice(self) -> SongMetric | None: ...
+
 
 class EmbeddingMetric:
-    """Mean frame embedding distance per song and the Frechet distance of all frames (§8.2)."""
+    """Mean frame embedding distance per song and the Frechet distance of all frames (§8.2),
+    plus FD-inf (``frechet.frechet_distance_infinity``) when ``frechet_infinity``.
 
-    def __init__(self, embedder: Embedder, sample_rate: int):
+    FD-inf needs at least 4 x dim frames per side; with fewer it is left out of the results
+    (a warning says why) rather than reported as a number nobody should trust.
+    """
+
+    def __init__(self, embedder: Embedder, sample_rate: int, *, frechet_infinity: bool = True):
         self.embedder = embedder
         self.sample_rate = sample_rate
+        self.frechet_infinity = frechet_infinity
         self._target = frechet.StreamingGaussian(embedder.dim)
         self._predicted = frechet.StreamingGaussian(embedder.dim)
+        # Frames kept for FD-inf's subsets: [frames, dim] float32 per song.
+        self._frames: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
 
     @staticmethod
     def columns(name: str) -> tuple[Column, ...]:
-        return (Column(f"{name} dist.", f"{name}_distance"), Column(f"{name} FD", f"{name}_frechet"))
+        return (Column(f"{name} dist.", f"{name}_distance", per_minute=True),
+                Column(f"{name} FD", f"{name}_frechet", per_minute=True),
+                Column(f"{name} FD-inf", f"{name}_frechet_inf", optional=True))
 
     def update(self, song, predicted, reference):
         target_frames = self.embedder.embed(reference, self.sample_rate)
         predicted_frames = self.embedder.embed(predicted, self.sample_rate)
         self._target.update(target_frames)
         self._predicted.update(predicted_frames)
+        if self.frechet_infinity:
+            self._frames[0].append(np.asarray(target_frames, np.float32))
+            self._frames[1].append(np.asarray(predicted_frames, np.float32))
         return {f"{self.embedder.name}_distance":
                 frechet.mean_frame_distance(target_frames, predicted_frames)}
 
     def result(self):
-        return {f"{self.embedder.name}_frechet":
-                frechet.gaussian_frechet_distance(self._target, self._predicted)}
+        name = self.embedder.name
+        values = {f"{name}_frechet": frechet.gaussian_frechet_distance(self._target,
+                                                                       self._predicted)}
+        if self.frechet_infinity and self._frames[0]:
+            try:
+                values[f"{name}_frechet_inf"] = frechet.frechet_distance_infinity(
+                    np.concatenate(self._frames[0]), np.concatenate(self._frames[1]),
+                    seed=FD_INFINITY_SEED, diagonal=self._target.diagonal).value
+            except frechet.FrechetError as e:
+                logging.warning("%s FD-inf not reported: %s", name, e)
+        return values
+
+    def for_slice(self):
+        # A 5.12-s chunk per song has far too few frames for FD-inf's fit.
+        return EmbeddingMetric(self.embedder, self.sample_rate, frechet_infinity=False)
 
 
 class TranscriptionMetric:
@@ -113,8 +155,8 @@ class TranscriptionMetric:
 
     @classmethod
     def columns(cls) -> tuple[Column, ...]:
-        return (Column("F1 Model", f"Model {cls.F1_KEY}"),
-                Column("F1 GT", f"GT {cls.F1_KEY}", plot=False))
+        return (Column("F1 Model", f"Model {cls.F1_KEY}", per_minute=True),
+                Column("F1 GT", f"GT {cls.F1_KEY}", plot=False, per_minute=True))
 
     def update(self, song, predicted, reference):
         if song.reference_notes is None:
@@ -134,13 +176,17 @@ class TranscriptionMetric:
     def result(self):
         return {}
 
+    def for_slice(self):
+        return TranscriptionMetric(self.transcriber, self.sample_rate,
+                                   transcribe_reference=self.transcribe_reference)
+
 
 class MelMetric:
     """Unscaled log-mel L1/L2 between the predicted and the real spectrogram."""
 
     @staticmethod
     def columns() -> tuple[Column, ...]:
-        return (Column("mel L1", "mel_l1"),)
+        return (Column("mel L1", "mel_l1", per_minute=True),)
 
     def update(self, song, predicted, reference):
         if song.predicted_mel is None or song.reference_mel is None:
@@ -149,6 +195,9 @@ class MelMetric:
 
     def result(self):
         return {}
+
+    def for_slice(self):
+        return MelMetric()
 
 
 class StftMetric:
@@ -159,7 +208,7 @@ class StftMetric:
 
     @staticmethod
     def columns() -> tuple[Column, ...]:
-        return (Column("MR-STFT", "mr_stft"),)
+        return (Column("MR-STFT", "mr_stft", per_minute=True),)
 
     def update(self, song, predicted, reference):
         return {"mr_stft": spectral_metrics.multi_resolution_stft(predicted, reference,
@@ -167,6 +216,9 @@ class StftMetric:
 
     def result(self):
         return {}
+
+    def for_slice(self):
+        return StftMetric(self.resolutions)
 
 
 TIMING_COLUMNS = (Column("pred s / audio s", "prediction_seconds_per_audio_second"),)
@@ -227,6 +279,8 @@ def evaluate_songs(
     stft_resolutions: Sequence[tuple[int, int, int]] | None = None,
     sample_rate: int = DEFAULT_FEATURES.sample_rate,
     metrics: Sequence[SongMetric] | None = None,
+    minutes: Sequence[int] = (),
+    features: FeatureConfig = DEFAULT_FEATURES,
 ) -> dict[str, float]:
     """Computes the evaluation columns over ``songs`` (see the module docstring).
 
@@ -238,14 +292,28 @@ def evaluate_songs(
       stft_resolutions: MR-STFT (fft, hop, window) triples; None for the vocoder's default.
       sample_rate: rate of all audio.
       metrics: the metrics to compute instead of ``default_metrics`` of the arguments above.
+      minutes: also compute every sliceable metric over the 5.12-s chunk of each of these
+        minutes (``minutes.minute_chunk``), over the songs whose real audio covers it; keys get
+        ``minutes.minute_key``'s suffix, ``examples_count_{m}minute`` counts those songs.
+      features: the frame and segment geometry of the chunks (and of the log-mel given).
 
     Returns:
       A flat dict of floats; rows whose inputs were never given are absent.
+
+    Raises:
+      ValueError: no songs, or ``features`` at another sample rate than ``sample_rate``.
     """
     if metrics is None:
         metrics = default_metrics(embedders=embedders, transcriber=transcriber,
                                   transcribe_reference=transcribe_reference,
                                   stft_resolutions=stft_resolutions, sample_rate=sample_rate)
+    if minutes and features.sample_rate != sample_rate:
+        raise ValueError(f"features are at {features.sample_rate} Hz but the audio at "
+                         f"{sample_rate} Hz")
+    chunks = [minutes_lib.minute_chunk(m, features) for m in dict.fromkeys(minutes)]
+    # One fresh set of metrics per chunk: whole-set values (FD) are per minute, as the original.
+    sliced = {chunk.minute: [m for m in (metric.for_slice() for metric in metrics) if m is not None]
+              for chunk in chunks}
     means = _Mean()
     total = len(songs) if isinstance(songs, Sequence) else None
     start = last_log = time.monotonic()
@@ -256,6 +324,15 @@ def evaluate_songs(
         predicted = np.asarray(song.predicted_audio, np.float32)[: len(reference)]
         for metric in metrics:
             means.add(metric.update(song, predicted, reference))
+        trimmed = dataclasses.replace(song, reference_audio=reference, predicted_audio=predicted)
+        for chunk in chunks:
+            part = minutes_lib.slice_song(trimmed, chunk)
+            if part is None:
+                continue
+            values = {"examples_count": 1.0}
+            for metric in sliced[chunk.minute]:
+                values.update(metric.update(part, part.predicted_audio, part.reference_audio))
+            means.add({minutes_lib.minute_key(k, chunk.minute): v for k, v in values.items()})
         count += 1
         now = time.monotonic()
         if now - last_log > _LOG_EVERY_SECONDS or count == total:
@@ -269,6 +346,14 @@ def evaluate_songs(
     results = means.result()
     for metric in metrics:
         results.update(metric.result())
+    for minute, minute_metrics in sliced.items():
+        if minutes_lib.minute_key("examples_count", minute) not in results:
+            continue  # no song reaches this minute
+        results[minutes_lib.minute_key("examples_count", minute)] = float(means.counts[
+            minutes_lib.minute_key("examples_count", minute)])
+        for metric in minute_metrics:
+            results.update({minutes_lib.minute_key(k, minute): v
+                            for k, v in metric.result().items()})
     results["examples_count"] = float(count)
     return results
 

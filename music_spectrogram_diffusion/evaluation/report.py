@@ -5,8 +5,13 @@ The table has the paper's rows and columns (Hawthorne et al. 2022, Table 1): gro
 audio; the ground truth through each vocoder (the vocoder ceiling); then every model and
 checkpoint. Columns: per embedder the mean frame embedding distance and the Frechet distance,
 transcription F1 of the row's audio ("Model") and of the real audio ("GT", the ceiling), mel L1,
-MR-STFT, and prediction seconds per audio second. The paper's embeddings (VGGish, TRILL) and
-transcriber (MT3) cannot be downloaded here; which ones were used is stated in the footnotes.
+MR-STFT, and prediction seconds per audio second, and FD-inf where enough frames allow it. The
+paper's embeddings (VGGish, TRILL) and transcriber (MT3) cannot be downloaded here; which ones
+were used is stated in the footnotes.
+
+When the rows hold per-minute values (``minutes.py``: an excerpt of at least two minutes' chunks,
+e.g. the 10-minute protocol default) results.md also gets one table per metric of each row by
+minute, and ``metrics_vs_minute.png`` plots them: the drift of the context chain.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from music_spectrogram_diffusion.evaluation.metrics import Column, table_columns
+from music_spectrogram_diffusion.evaluation.minutes import PROTOCOL_MINUTES, minute_key
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 
 
@@ -33,7 +39,11 @@ def _cell(value: Any, decimals: int) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column],
                  footnotes: Sequence[str] = ()) -> str:
-    """A markdown table of ``rows`` (dicts as written under rows/), then numbered footnotes."""
+    """A markdown table of ``rows`` (dicts as written under rows/), then numbered footnotes.
+
+    An ``optional`` column that no row has a value for is left out."""
+    columns = [c for c in columns
+               if not c.optional or any(c.key in row["metrics"] for row in rows)]
     header = ["Row"] + [c.header for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -45,11 +55,55 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column],
     return "\n".join(lines) + "\n"
 
 
-def standard_footnotes(config: Any, songs: Sequence[Any]) -> list[str]:
+def minutes_present(rows: Sequence[dict[str, Any]], column: Column) -> list[int]:
+    """The protocol minutes for which some row has ``column``'s per-minute value."""
+    if not column.per_minute:
+        return []
+    return [m for m in PROTOCOL_MINUTES
+            if any(minute_key(column.key, m) in row["metrics"] for row in rows)]
+
+
+def format_minute_tables(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """Per plotted per-minute column with at least two minutes: a table of rows by minute
+    (the chunk of minute m, as the original's ``{task}_{m}minute``); '' when there is none."""
+    parts = []
+    for column in columns:
+        present = minutes_present(rows, column) if column.plot else []
+        if len(present) < 2:
+            continue
+        header = ["Row"] + [f"{m} min" for m in present]
+        lines = [f"### {column.header} by minute", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows:
+            cells = [_cell(row["metrics"].get(minute_key(column.key, m)), column.decimals)
+                     for m in present]
+            lines.append("| " + " | ".join([row["label"], *cells]) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def standard_footnotes(config: Any, songs: Sequence[Any],
+                       rows: Sequence[dict[str, Any]] = ()) -> list[str]:
     """What every reader of the table needs to know to interpret it."""
+    from music_spectrogram_diffusion.evaluation import minutes
+
     sampler = config.sampler
-    excerpt = ("whole songs" if config.max_seconds is None else
-               f"the first {config.max_seconds:g} s of each song (whole 5.12 s segments)")
+    if config.max_seconds is None:
+        excerpt = "whole songs"
+    elif config.max_seconds == minutes.PROTOCOL_MAX_SECONDS:
+        excerpt = ("the first 10 minutes of each song (the original's cap: the end of the "
+                   "5.12 s segment holding minute 10)")
+    else:
+        excerpt = f"the first {config.max_seconds:g} s of each song (whole 5.12 s segments)"
+    extra = []
+    if any(key.endswith("_frechet_inf") for row in rows for key in row["metrics"]):
+        extra.append("FD-inf: the Frechet distance extrapolated to infinitely many frames (fit "
+                     "FD = FD-inf + slope / n over 15 seeded random subsets of n frames per side, "
+                     "Chong & Forsyth 2020); '-' where there are fewer than 4 x dim frames.")
+    if any(key.endswith("_1minute") for row in rows for key in row["metrics"]):
+        extra.append("By minute: the metrics of the 5.12 s segment holding minute m of each song "
+                     "long enough (the original's per-minute keys), Frechet distances over those "
+                     "segments only; metrics_vs_minute.png plots them.")
     return [
         f"{len(songs)} songs ({', '.join(s.id for s in songs[:6])}"
         f"{', ...' if len(songs) > 6 else ''}), {excerpt}; each song synthesized segment by "
@@ -68,6 +122,7 @@ def standard_footnotes(config: Any, songs: Sequence[Any]) -> list[str]:
         if config.transcribe else "Transcription F1 not computed (--no_transcription).",
         "pred s / audio s: model wall time per second of audio, first segment of each "
         "checkpoint excluded (it includes compilation), as the original's timing (spec §7).",
+        *extra,
     ]
 
 
@@ -139,23 +194,73 @@ def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[st
     return path
 
 
+def plot_metrics_vs_minute(rows: Sequence[dict[str, Any]], columns: Sequence[Column],
+                           path: str) -> str | None:
+    """The drift plot: one panel per per-minute metric, its value on the segment of minute m
+    against m, a line per row (models solid, baselines dashed); None when no metric has two
+    minutes."""
+    from music_spectrogram_diffusion.file_io import write_file_atomic
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = [(c, minutes_present(rows, c)) for c in columns if c.plot]
+    panels = [(c, present) for c, present in panels if len(present) >= 2]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 3.2 * rows_n), squeeze=False)
+    baseline_styles = iter(_BASELINE_STYLES * len(rows))
+    styles = {row["label"]: (dict(marker="o") if row["kind"] == "model" else
+                             dict(marker=".", **next(baseline_styles))) for row in rows}
+    for ax, (column, present) in zip(axes.flat, panels):
+        for row in rows:
+            points = [(m, row["metrics"][minute_key(column.key, m)]) for m in present
+                      if minute_key(column.key, m) in row["metrics"]]
+            if points:
+                ax.plot(*zip(*points), label=row["label"], **styles[row["label"]])
+        ax.set_title(column.header)
+        ax.set_xlabel("minute of the song")
+        ax.set_ylabel(column.header)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
+               frameon=False)
+    fig.suptitle("Metrics of the 5.12 s segment at each minute (drift along the song)")
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) // 4), 1, 0.95))
+    write_file_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return path
+
+
 def write_report(out_dir: str, rows: Sequence[dict[str, Any]], *, config: Any,
                  songs: Sequence[Any], footnotes: Sequence[str] = ()) -> dict[str, str]:
-    """Writes results.json, results.md and metrics_vs_step.png; returns their paths."""
+    """Writes results.json, results.md, metrics_vs_step.png and, with per-minute values,
+    metrics_vs_minute.png; returns their paths."""
     from music_spectrogram_diffusion.file_io import write_file_atomic, write_json_atomic
 
-    notes = [*footnotes, *standard_footnotes(config, songs)]
+    notes = [*footnotes, *standard_footnotes(config, songs, rows)]
     columns = table_columns(config.embedders, transcribe=config.transcribe)
     table = format_table(rows, columns, notes)
+    by_minute = format_minute_tables(rows, columns)
     paths = {"json": os.path.join(out_dir, "results.json"),
              "markdown": os.path.join(out_dir, "results.md")}
     config_json = dataclasses.asdict(config)
     write_json_atomic(paths["json"], {"config": config_json, "songs": [s.id for s in songs],
                                       "rows": list(rows), "table": table})
-    write_file_atomic(paths["markdown"], lambda f: f.write("# Evaluation results\n\n" + table),
-                      mode="w")
+    markdown = "# Evaluation results\n\n" + table
+    if by_minute:
+        markdown += "\n## By minute of the song\n\n" + by_minute
+    write_file_atomic(paths["markdown"], lambda f: f.write(markdown), mode="w")
     plot_keys = [(c.header, c.key) for c in columns if c.plot]
     plot = plot_metrics_vs_step(rows, plot_keys, os.path.join(out_dir, "metrics_vs_step.png"))
     if plot:
         paths["plot"] = plot
+    drift = plot_metrics_vs_minute(rows, columns, os.path.join(out_dir, "metrics_vs_minute.png"))
+    if drift:
+        paths["drift_plot"] = drift
     return paths

@@ -6,13 +6,17 @@ dataset):
   * **baselines**: the ground-truth audio itself, and the ground truth's log-mel through each
     vocoder (the vocoder ceiling; the original's ``gt_raw`` and ``gt_encoded`` sources, §8.4);
   * **models**: every selected checkpoint of every model directory. Each song is synthesized
-    WHOLE (or its first ``max_seconds``, rounded up to whole 5.12 s segments) by
+    up to the original's 10-minute cap (``max_seconds``, 600 s by default, rounded up to whole
+    5.12 s segments; None = whole songs) by
     ``inference.synthesis.Synthesizer``: segments chained through the context encoder, the
     previous prediction as context (§7), one sampling key per segment (§11.8 fixed).
 
 Every row gets the metrics of ``metrics.evaluate_songs``: embedding distance and Frechet
 distance per embedder, transcription F1 of the row's audio ("Model") and of the real audio
-("GT"), mel L1/L2, MR-STFT, plus prediction seconds per audio second.
+("GT"), mel L1/L2, MR-STFT, plus prediction seconds per audio second; FD-inf where there are
+enough frames; and, when the excerpt holds at least two of the original's per-minute chunks
+(``minutes.minutes_within``: always at the 10-minute default), every metric again on the chunk of
+each minute (``mel_l1_1minute`` ...), which ``report`` tabulates and plots as drift.
 
 Layout of ``out_dir``::
 
@@ -22,6 +26,7 @@ Layout of ``out_dir``::
   examples/<row>/<song>.{wav,png}   a few synthesized songs and spectrogram comparisons
   tensorboard/<model>/              scalars and a spectrogram image at each checkpoint's step
   results.json, results.md, metrics_vs_step.png      written by ``report.write_report``
+  metrics_vs_minute.png             the drift plot, when there are per-minute values
 
 A row is skipped when its file exists with the same evaluation fingerprint (songs, excerpt
 length, sampler, vocoder, embedders, seed); changing any of them recomputes it.
@@ -44,6 +49,7 @@ import numpy as np
 from music_spectrogram_diffusion.audio.vocoders.base import Vocoder
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.evaluation import metrics as metrics_lib
+from music_spectrogram_diffusion.evaluation import minutes as minutes_lib
 from music_spectrogram_diffusion.evaluation.embedders import Embedder
 from music_spectrogram_diffusion.evaluation.references import (  # re-exported for callers
     CachedTranscriber,
@@ -85,7 +91,8 @@ class EvalConfig:
       seed: synthesis seed (segment i samples with ``segment_rng(seed, i)``).
       max_songs: evaluate the first N songs only.
       max_seconds: evaluate the first ``max_seconds`` of each song, rounded up to whole
-        segments (like the original's per-minute chunks, §8.4); None = whole songs.
+        segments; the default is the original's 10-minute cap (§8.4: 600 s, cut at 604.16 s, the
+        end of the segment holding minute 10); None = whole songs, however long.
       transcribe: compute the transcription F1 columns (basic-pitch).
       num_example_wavs: songs per row whose audio and spectrogram PNG are kept.
     """
@@ -97,7 +104,7 @@ class EvalConfig:
     sampler: SamplerConfig = FAST_SAMPLER
     seed: int = 0
     max_songs: int | None = None
-    max_seconds: float | None = None
+    max_seconds: float | None = minutes_lib.PROTOCOL_MAX_SECONDS
     transcribe: bool = True
     num_example_wavs: int = 2
 
@@ -110,6 +117,11 @@ class EvalConfig:
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise EvaluationError(f"max_seconds must be > 0, got {self.max_seconds}")
 
+    @property
+    def minutes(self) -> tuple[int, ...]:
+        """The minutes whose 5.12-s chunk is scored on its own (``minutes.minutes_within``)."""
+        return minutes_lib.minutes_within(self.max_seconds)
+
     def fingerprint(self, songs: Sequence[Song]) -> str:
         """Hash of everything that changes a row's numbers (not the checkpoint selection)."""
         payload = dataclasses.asdict(self)
@@ -119,6 +131,9 @@ class EvalConfig:
         for name in ("checkpoints", "num_example_wavs", "vocoder", "baseline_vocoders"):
             payload.pop(name)
         payload["songs"] = [s.id for s in songs]
+        if self.minutes:
+            # Rows of short excerpts (no per-minute values) keep their earlier fingerprint.
+            payload["minutes"] = list(self.minutes)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -325,7 +340,10 @@ def _evaluate_row(row: RowSpec, references: Sequence[Reference], vocoders: dict[
 
     start = time.perf_counter()
     values = metrics_lib.evaluate_songs(songs(), embedders=embedders, transcriber=transcriber,
-                                        sample_rate=features.sample_rate)
+                                        sample_rate=features.sample_rate,
+                                        minutes=minutes_lib.minutes_within(config.max_seconds,
+                                                                           features),
+                                        features=features)
     if row.kind == "model" and timing["audio_seconds"] > 0:
         # Per audio second of the predicted segments (the compile segment excluded).
         predicted_audio = timing["predicted_segments"] * features.segment_seconds
