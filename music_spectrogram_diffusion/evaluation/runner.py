@@ -260,7 +260,7 @@ def _model_songs(row: RowSpec, references: Sequence[Reference], vocoder: Vocoder
 
     loaded = loading.load_trained_model(ckpt_lib.checkpoint_path(row.model_dir, row.step))
     synthesizer = synthesis.Synthesizer(
-        loaded.model, loaded.params, vocoder, features=features,
+        loaded.model, loaded.params, vocoder, features=features, vocab=loaded.vocab,
         config=synthesis.SynthesisConfig(sampler=config.sampler, seed=config.seed))
     first = True
     for reference, result in synthesize_references(synthesizer, references,

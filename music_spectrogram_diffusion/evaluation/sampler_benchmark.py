@@ -171,7 +171,7 @@ class _Benchmark:
             self._vocoder = load_vocoder("griffin-lim", features=self.features)
         return synthesis.Synthesizer(
             self._loaded.model, self._loaded.params, self._vocoder, features=self.features,
-            config=synthesis.SynthesisConfig(sampler=sampler, seed=seed))
+            vocab=self._loaded.vocab, config=synthesis.SynthesisConfig(sampler=sampler, seed=seed))
 
     def _row_path(self, label: str, seed: int) -> str:
         return os.path.join(self.out_dir, "rows", f"{runner.slugify(label)}-seed_{seed}.json")

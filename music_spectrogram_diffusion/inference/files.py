@@ -295,16 +295,19 @@ def synthesize_files(
       files that were not synthesized completely.
     """
     from music_spectrogram_diffusion.audio.vocoders.base import load_vocoder
-    from music_spectrogram_diffusion.inference.loading import load_trained_model
+    from music_spectrogram_diffusion.inference.loading import load_trained_model, load_vocabulary
 
     midi_files = collect_midi_files(inputs)
     plans = plan_outputs(inputs, midi_files, out)
-    # Read and tokenize everything before loading the model: a bad file fails in seconds.
-    prepared = [prepare_midi(plan.midi, config=config, features=features) for plan in plans]
+    # Read and tokenize everything (with the run's vocabulary, e.g. 127 velocity bins) before
+    # loading the model: a bad file fails in seconds.
+    vocab = load_vocabulary(checkpoint)
+    prepared = [prepare_midi(plan.midi, config=config, vocab=vocab, features=features)
+                for plan in plans]
     vocoder_object = load_vocoder(vocoder, features=features)
     loaded = load_trained_model(checkpoint)
     synthesizer = Synthesizer(loaded.model, loaded.params, vocoder_object, config=config,
-                              features=features)
+                              vocab=loaded.vocab, features=features)
     reports = []
     for plan, item in zip(plans, prepared):
         if stream:

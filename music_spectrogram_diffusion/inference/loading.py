@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from music_spectrogram_diffusion import gin_config
+from music_spectrogram_diffusion.data.vocabularies import DEFAULT_VOCABULARY, VocabularyConfig
 from music_spectrogram_diffusion.models import registry
 from music_spectrogram_diffusion.models.contract import Params, SpectrogramModel, example_batch
 from music_spectrogram_diffusion.training import checkpoints as ckpt_lib
@@ -50,6 +51,8 @@ class LoadedModel:
       step: the training step of the checkpoint.
       model_dir: the training run's directory (holds model.json).
       checkpoint_dir: the checkpoint_<step> directory the parameters came from.
+      vocab: the note-token vocabulary the model was trained on (model.json; the default,
+        1 velocity bin, for runs and imports that record none): tokenize MIDI with it.
     """
 
     model: SpectrogramModel
@@ -57,6 +60,7 @@ class LoadedModel:
     step: int
     model_dir: str
     checkpoint_dir: str
+    vocab: VocabularyConfig = DEFAULT_VOCABULARY
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[str, str, int]:
@@ -134,6 +138,22 @@ def load_model_config(model_dir: str) -> SpectrogramModel:
     except OSError as e:  # a read-only run directory still loads, converted each time
         logger.warning("%s: could not write %s (%s)", model_dir, registry.MODEL_CONFIG_NAME, e)
     return model
+
+
+def load_vocabulary(checkpoint: str | os.PathLike) -> VocabularyConfig:
+    """The note-token vocabulary of a run (MODEL_DIR or a checkpoint_<step> in it): cheap, no
+    parameters are read. The default vocabulary for runs whose model.json records none.
+
+    Raises:
+      CheckpointLoadError: the path is not a run, or its model.json is invalid.
+    """
+    model_dir = resolve_checkpoint(checkpoint)[0]
+    if not os.path.isfile(registry.model_config_path(model_dir)):
+        return DEFAULT_VOCABULARY  # a run from before model.json: 1 velocity bin
+    try:
+        return registry.read_vocabulary(model_dir)
+    except registry.ModelConfigError as e:
+        raise CheckpointLoadError(str(e)) from e
 
 
 def _others_hint(checkpoint_dir: str) -> str:
@@ -240,4 +260,4 @@ def load_trained_model(checkpoint: str | os.PathLike) -> LoadedModel:
     params = jax.device_put(restore_params(checkpoint_dir, expected))
     logger.info("Loaded %s (step %d) from %s", type(model).__name__, step, checkpoint_dir)
     return LoadedModel(model=model, params=params, step=step, model_dir=model_dir,
-                       checkpoint_dir=checkpoint_dir)
+                       checkpoint_dir=checkpoint_dir, vocab=load_vocabulary(model_dir))

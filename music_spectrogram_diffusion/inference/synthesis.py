@@ -33,7 +33,11 @@ import numpy as np
 
 from music_spectrogram_diffusion.audio.vocoders.base import Vocoder
 from music_spectrogram_diffusion.data import midi_io, note_sequences, tokenizer
-from music_spectrogram_diffusion.data.vocabularies import DEFAULT_VOCABULARY, VocabularyConfig
+from music_spectrogram_diffusion.data.vocabularies import (
+    DEFAULT_VOCABULARY,
+    VocabularyConfig,
+    num_embeddings,
+)
 from music_spectrogram_diffusion.diffusion.samplers import SamplerConfig
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES, FeatureConfig
 from music_spectrogram_diffusion.models.contract import Params, SpectrogramModel, make_batch
@@ -247,6 +251,11 @@ class Synthesizer:
                 f"vocoder {vocoder.name!r} was built for other features than the model's "
                 f"({vocoder.features} != {features})")
         _check_model_features(model, features)
+        if num_embeddings(vocab) > model.network_config.vocab_size:
+            raise SynthesisError(
+                f"the vocabulary ({vocab}) needs {num_embeddings(vocab)} token embedding rows but "
+                f"the model has {model.network_config.vocab_size}: tokenize with the vocabulary "
+                "the model was trained on (inference.loading.LoadedModel.vocab)")
         self.model = model
         self.params = params
         self.vocoder = vocoder

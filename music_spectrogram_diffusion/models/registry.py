@@ -4,7 +4,8 @@ A training run (and ``msd-import-weights``) writes ``MODEL_DIR/model.json`` besi
 ``config.gin``::
 
   {"format": "msd-model", "version": 1, "kind": "diffusion",
-   "config": {"network_config": {...T5Config...}, "diffusion_config": {...}, "with_context": true}}
+   "config": {"network_config": {...T5Config...}, "diffusion_config": {...}, "with_context": true},
+   "vocabulary": {...VocabularyConfig: the note tokens it was trained on...}}
 
 ``config`` is ``dataclasses.asdict`` of the model object (frozen dataclasses all the way down),
 so loading is one table look-up (``_KINDS``, as ``audio/vocoders/generators._KINDS``) and the
@@ -21,6 +22,7 @@ import typing
 from typing import Any
 
 from music_spectrogram_diffusion import file_io
+from music_spectrogram_diffusion.data.vocabularies import VocabularyConfig, num_embeddings
 from music_spectrogram_diffusion.models.autoregressive_model import AutoregressiveModel
 from music_spectrogram_diffusion.models.contract import SpectrogramModel
 from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
@@ -55,10 +57,15 @@ def is_registered(model: Any) -> bool:
     return any(type(model) is cls for cls in _KINDS.values())
 
 
-def model_to_json(model: SpectrogramModel) -> dict[str, Any]:
-    """The JSON payload of ``model`` (see the module docstring)."""
-    return {"format": FORMAT, "version": VERSION, "kind": model_kind(model),
-            "config": dataclasses.asdict(model)}
+def model_to_json(model: SpectrogramModel, vocabulary: VocabularyConfig | None = None
+                  ) -> dict[str, Any]:
+    """The JSON payload of ``model`` (see the module docstring), with the note-token
+    ``vocabulary`` the model was trained on when given (absent: the default, 1 velocity bin)."""
+    payload = {"format": FORMAT, "version": VERSION, "kind": model_kind(model),
+               "config": dataclasses.asdict(model)}
+    if vocabulary is not None:
+        payload["vocabulary"] = dataclasses.asdict(vocabulary)
+    return payload
 
 
 def _from_dict(cls: type, values: Any, where: str) -> Any:
@@ -100,15 +107,45 @@ def model_from_json(payload: Any, *, source: str = MODEL_CONFIG_NAME) -> Spectro
     return _from_dict(_KINDS[kind], payload.get("config", {}), f"{source}: config")
 
 
+def vocabulary_from_json(payload: dict[str, Any], *, source: str = MODEL_CONFIG_NAME
+                         ) -> VocabularyConfig:
+    """The note-token vocabulary a ``model_to_json`` payload records (the default if none)."""
+    return _from_dict(VocabularyConfig, payload.get("vocabulary", {}), f"{source}: vocabulary")
+
+
 def model_config_path(model_dir: str) -> str:
     return os.path.join(model_dir, MODEL_CONFIG_NAME)
 
 
-def write_model_config(model_dir: str, model: SpectrogramModel) -> str:
-    """Writes MODEL_DIR/model.json atomically; returns its path."""
+def write_model_config(model_dir: str, model: SpectrogramModel,
+                       vocabulary: VocabularyConfig | None = None) -> str:
+    """Writes MODEL_DIR/model.json atomically; returns its path.
+
+    Raises:
+      ModelConfigError: ``vocabulary``'s token ids do not fit the model's embedding table.
+    """
+    if vocabulary is not None:
+        rows = num_embeddings(vocabulary)
+        table = model.network_config.vocab_size
+        if table < rows:
+            raise ModelConfigError(
+                f"the model's token embedding has {table} rows but its vocabulary "
+                f"({vocabulary}) needs {rows}: set config.T5Config.vocab_size = "
+                "@config.token_embedding_rows() (gin/models/t5_common.gin)")
     path = model_config_path(model_dir)
-    file_io.write_json_atomic(path, model_to_json(model), sort_keys=True)
+    file_io.write_json_atomic(path, model_to_json(model, vocabulary), sort_keys=True)
     return path
+
+
+def read_vocabulary(model_dir: str) -> VocabularyConfig:
+    """The note-token vocabulary saved in MODEL_DIR/model.json (the default if it records none).
+
+    Raises:
+      ModelConfigError: the file is missing, not JSON, or its vocabulary is invalid.
+    """
+    path = model_config_path(model_dir)
+    payload = file_io.read_json_object(path, ModelConfigError, what="model config", missing="missing")
+    return vocabulary_from_json(payload, source=path)
 
 
 def read_model_config(model_dir: str) -> SpectrogramModel:

@@ -36,9 +36,11 @@ from music_spectrogram_diffusion.training import partitioning, summaries
 from music_spectrogram_diffusion import file_io
 from music_spectrogram_diffusion.data import feature_converters
 from music_spectrogram_diffusion.data import loader as data_loader
+from music_spectrogram_diffusion.data.vocabularies import VocabularyConfig
 from music_spectrogram_diffusion.models import registry
 from music_spectrogram_diffusion.models.contract import LOSS_WEIGHT, SpectrogramModel
 from music_spectrogram_diffusion.models.contract import metric_reduction
+from music_spectrogram_diffusion.models.layers import check_ids_in_table
 from music_spectrogram_diffusion.training.train_state import (
     TrainState,
     abstract_state,
@@ -416,6 +418,7 @@ def train(
     should_stop: Callable[[int], bool] | None = None,
     data_workers: int = 0,
     data_prefetch: int = 2,
+    vocabulary: VocabularyConfig | None = None,
 ) -> TrainResult:
     """Trains ``model`` to ``train_steps`` steps, resuming from ``model_dir`` if it has checkpoints.
 
@@ -456,6 +459,9 @@ def train(
       data_workers, data_prefetch: Grain worker processes reading training batches ahead, and
         the batches each keeps ready (``data.loader.BatchLoader``); 0 workers reads in this
         process. The batches are the same for any number of workers.
+      vocabulary: the note-token vocabulary of the tasks (gin/train.gin binds the one they
+        tokenize with); recorded in model.json so that inference tokenizes MIDI the same way
+        (e.g. 127 velocity bins), and checked against the model's embedding table.
     """
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"on_nonfinite={on_nonfinite!r}; valid values: {NONFINITE_ACTIONS}")
@@ -508,7 +514,7 @@ def train(
             if config_text is not None:
                 ckpt_lib.write_config(model_dir, config_text)
             if registry.is_registered(model):
-                registry.write_model_config(model_dir, model)
+                registry.write_model_config(model_dir, model, vocabulary)
 
         step_fn = jit_train_step(
             model, tx, shardings, mesh,
@@ -545,9 +551,14 @@ def train(
         with mesh, loader:
             # The batch of the next step is read and put on the device while this step runs
             # (steps are dispatched asynchronously; nothing is read back every step).
+            def ready(item):
+                # A token id past the embedding table would be embedded as zeros: refuse it.
+                check_ids_in_table(item[1]["note_tokens"], model.network_config.vocab_size,
+                                   what="note token ids of a training batch")
+                return _bucketed(item[1], buckets)
+
             def next_batch():  # bucket choice (a host exchange on many hosts) counts as data
-                return partitioning.shard_batch(
-                    data_timer.next(loader, lambda item: _bucketed(item[1], buckets)), mesh)
+                return partitioning.shard_batch(data_timer.next(loader, ready), mesh)
 
             batch = next_batch()
             while step < train_steps:

@@ -230,3 +230,31 @@ def test_stream_failure_leaves_nothing(model_dir, midi_dir, tmp_path, capsys, mo
         synthesize.main(["--checkpoint", model_dir, "--midi", str(midi_dir / "melody.mid"),
                          "--out", str(tmp_path / "x.wav"), "--stream", *FAST])
     assert _files(tmp_path) == []
+
+
+def test_a_127_bin_model_synthesizes_with_its_own_vocabulary(tmp_path_factory, tmp_path, capsys):
+    """msd-train records the tasks' vocabulary in model.json; msd-synthesize tokenizes with it,
+    so the velocity of the MIDI notes reaches a 127-velocity-bin model."""
+    import json
+
+    from music_spectrogram_diffusion.inference import loading
+
+    model_dir = trained_checkpoints.shared_checkpoint(tmp_path_factory, "diffusion_velocity127")
+    saved = json.loads((tmp_path_factory.getbasetemp() / "msd_shared" / "diffusion_velocity127"
+                        / "model.json").read_text())
+    assert saved["vocabulary"]["num_velocity_bins"] == 127
+    assert loading.load_vocabulary(model_dir).num_velocity_bins == 127
+    midi = {}
+    for velocity in (30, 110):
+        midi[velocity] = tmp_path / f"v{velocity}.mid"
+        midi[velocity].write_bytes(midi_fixtures.make_midi_bytes(
+            [(0, False, pitch, 0.0, 2.0, velocity) for pitch in (60, 64, 67)]))
+    audio = {}
+    for velocity, path in midi.items():
+        out = tmp_path / f"v{velocity}.wav"
+        status, _, stderr = _run(["--checkpoint", model_dir, "--midi", str(path), "--out",
+                                  str(out), "--seed", "4", *FAST], capsys)
+        assert status == 0, stderr
+        audio[velocity], _ = soundfile.read(out, dtype="int16")
+    # The same notes and seed, only the velocity differs: different tokens, different audio.
+    assert np.any(audio[30] != audio[110])

@@ -75,6 +75,21 @@ def test_run_saves_model_json_that_rebuilds_the_model(model_dir):
     assert payload["format"] == "msd-model" and payload["version"] == 1
     assert payload["kind"] == "diffusion" and payload["config"]["with_context"] is True
     assert payload["config"]["network_config"]["emb_dim"] == 32
+    # The tasks' vocabulary (gin/train.gin) is recorded: inference tokenizes MIDI with it.
+    assert payload["vocabulary"]["num_velocity_bins"] == 1
+    assert loaded.vocab == registry.read_vocabulary(model_dir)
+
+
+def test_model_json_vocabulary_must_fit_the_embedding_table(tmp_path):
+    from music_spectrogram_diffusion.data.vocabularies import VocabularyConfig
+
+    model = DiffusionModel(network_config=T5Config.tiny())  # 1536 rows
+    with pytest.raises(registry.ModelConfigError, match="1536 rows but its vocabulary .* needs 1664"):
+        registry.write_model_config(str(tmp_path), model, VocabularyConfig(num_velocity_bins=127))
+    assert not os.listdir(tmp_path)
+    # A run without a recorded vocabulary (imports of the released models) gets the default.
+    registry.write_model_config(str(tmp_path), model)
+    assert registry.read_vocabulary(str(tmp_path)) == VocabularyConfig()
 
 
 def test_inference_path_imports_no_gin(model_dir):
@@ -158,6 +173,8 @@ def test_legacy_config_without_model_or_unparsable(copy_of):
      r"model.json: config.network_config: unknown T5Config fields \['emb_dims'\]"),
     (lambda p: p["config"]["network_config"].update(emb_dim=-2),
      r"model.json: config.network_config: T5Config.emb_dim must be a positive int"),
+    (lambda p: p.update(vocabulary={"num_velocity_bins": 3}),
+     r"model.json: vocabulary: VocabularyConfig.num_velocity_bins=3; valid values: \[1, 127\]"),
 ])
 def test_bad_model_json_is_one_clear_error(copy_of, edit, message):
     path = os.path.join(copy_of, "model.json")

@@ -19,6 +19,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 KINDS = {
     "diffusion_context": ("gin/models/diffusion_context/tiny.gin", "gin/tasks/context_embedded.gin"),
     "autoregressive": ("gin/models/autoregressive/tiny.gin", "gin/tasks/embedded.gin"),
+    # 127 velocity bins: the task file sets the vocabulary for tasks and model alike.
+    "diffusion_velocity127": ("gin/models/diffusion/tiny.gin",
+                              "gin/tasks/embedded_velocity127.gin"),
 }
 TRAIN_STEPS = 2
 
