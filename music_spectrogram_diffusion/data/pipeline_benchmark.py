@@ -152,7 +152,7 @@ _result({"first_step_time": first[0], "steps": result.step, "loss": result.metri
 
 
 def measure_training(data_dir: str, *, steps: int = 5, batch_size: int = 4,
-                     gin_files: Sequence[str] = TRAIN_GIN_FILES,
+                     gin_files: Sequence[str] = TRAIN_GIN_FILES, bindings: Sequence[str] = (),
                      pythonpath: str | None = None) -> dict:
     """A fresh process trains ``steps`` steps (msd-train's gin set-up) into a temporary
     MODEL_DIR: seconds from launch to the end of step 1, in all, and peak RSS."""
@@ -160,24 +160,27 @@ def measure_training(data_dir: str, *, steps: int = 5, batch_size: int = 4,
     with tempfile.TemporaryDirectory(prefix="msd_bench_") as model_dir:
         argv = [f"--gin_file={os.path.join(repo_dir, f)}" for f in gin_files] + [
             f"--gin.DATA_DIR='{os.path.abspath(data_dir)}'", f"--gin.MODEL_DIR='{model_dir}'",
-            f"--gin.TRAIN_STEPS={steps}", f"--gin.BATCH_SIZE={batch_size}"]
+            f"--gin.TRAIN_STEPS={steps}", f"--gin.BATCH_SIZE={batch_size}"] + [
+            f"--gin.{binding}" for binding in bindings]
         return _run_child(_TRAINING, {"argv": argv}, pythonpath)
 
 
-# Model size -> (steps, batch size) of the data-wait runs: long enough that the loop, not the
-# first step's compilation, dominates their wall time.
-DATA_WAIT_RUNS = {"tiny": (60, 8), "small": (12, 4)}
+# Model size -> (steps, batch size) of the data-wait runs; the reading is the trainer's
+# data_wait_fraction over the last of three log periods (no compilation in it).
+DATA_WAIT_RUNS = {"tiny": (90, 8), "small": (15, 4)}
 
 
 def measure_data_wait(data_dir: str, *, size: str, steps: int, batch_size: int,
                       pythonpath: str | None = None) -> dict:
     """A CPU training run of the context diffusion model of ``size`` (msd-train's set-up,
-    default loader settings): the fraction of the loop's wall time spent waiting for data
-    (the trainer's ``data_wait_fraction``, from the first batch to the end, compilation of the
-    first step included in the wall time) and the steps per second."""
+    default loader settings, no train-eval): the fraction of wall time the loop spent waiting
+    for data in its last log period (the trainer's ``data_wait_fraction``: steps/3 steps after
+    two periods, so the first step's compilation is not in it) and the steps per second."""
     gin_files = (f"gin/models/diffusion_context/{size}.gin",) + TRAIN_GIN_FILES[1:]
     run = measure_training(data_dir, steps=steps, batch_size=batch_size, gin_files=gin_files,
-                           pythonpath=pythonpath)
+                           pythonpath=pythonpath,
+                           bindings=("trainer.train.eval_data=None",
+                                     f"trainer.train.log_period={max(1, steps // 3)}"))
     return dict(run, size=size, batch_size=batch_size)
 
 

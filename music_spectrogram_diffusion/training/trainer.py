@@ -326,7 +326,8 @@ def _make_loader(source: BatchSource, *, batch_size: int, seed: int, start_step:
 
 
 class _DataWaitTimer:
-    """Wall time the loop spends blocked on the input iterator, as a fraction of the total."""
+    """Wall time the loop spends blocked on the input, as a fraction of the wall time since the
+    previous reading (one log period: the first also holds the first step's compilation)."""
 
     def __init__(self):
         self._start = time.perf_counter()
@@ -340,7 +341,11 @@ class _DataWaitTimer:
         return item
 
     def fraction(self) -> float:
-        return self._waited / max(time.perf_counter() - self._start, 1e-9)
+        """The fraction since the previous call (or the start); starts the next period."""
+        now = time.perf_counter()
+        fraction = self._waited / max(now - self._start, 1e-9)
+        self._start, self._waited = now, 0.0
+        return fraction
 
 
 class _PendingMetrics:
