@@ -14,7 +14,6 @@ table. The first segment of each pass compiles; a warm-up pass on a short file r
 """
 
 import argparse
-import json
 import os
 import sys
 import time

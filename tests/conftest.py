@@ -27,3 +27,15 @@ def small_embedded_dataset(tmp_path_factory):
         return built[max_piece_seconds]
 
     return build
+
+
+@pytest.fixture
+def clean_gin(monkeypatch):
+    """gin's global state cleared before and after the test, which runs in the repository root
+    (gin includes are written relative to it)."""
+    import gin
+
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    gin.clear_config()
+    yield
+    gin.clear_config()

@@ -152,7 +152,6 @@ def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[st
                          path: str) -> str | None:
     """One panel per metric: a line per model over checkpoint steps, baselines dashed; one
     legend for the figure names every model and baseline."""
-    from music_spectrogram_diffusion.file_io import write_file_atomic
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -182,16 +181,8 @@ def plot_metrics_vs_step(rows: Sequence[dict[str, Any]], keys: Sequence[tuple[st
         ax.set_xlabel("checkpoint step")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
-               frameon=False)
-    fig.suptitle("Metrics of each checkpoint (lines: models; dashed: baselines)")
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) // 4), 1, 0.95))
-    write_file_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return path
+    return _finish_figure(fig, axes, len(keys),
+                          "Metrics of each checkpoint (lines: models; dashed: baselines)", path)
 
 
 def plot_metrics_vs_minute(rows: Sequence[dict[str, Any]], columns: Sequence[Column],
@@ -199,7 +190,6 @@ def plot_metrics_vs_minute(rows: Sequence[dict[str, Any]], columns: Sequence[Col
     """The drift plot: one panel per per-minute metric, its value on the segment of minute m
     against m, a line per row (models solid, baselines dashed); None when no metric has two
     minutes."""
-    from music_spectrogram_diffusion.file_io import write_file_atomic
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -225,12 +215,23 @@ def plot_metrics_vs_minute(rows: Sequence[dict[str, Any]], columns: Sequence[Col
         ax.set_xlabel("minute of the song")
         ax.set_ylabel(column.header)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    return _finish_figure(fig, axes, len(panels),
+                          "Metrics of the 5.12 s segment at each minute (drift along the song)",
+                          path)
+
+
+def _finish_figure(fig, axes, used: int, title: str, path: str) -> str:
+    """Hides the unused panels, adds one legend below them and ``title``, writes the PNG."""
+    import matplotlib.pyplot as plt
+
+    from music_spectrogram_diffusion.file_io import write_file_atomic
+
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
                frameon=False)
-    fig.suptitle("Metrics of the 5.12 s segment at each minute (drift along the song)")
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) // 4), 1, 0.95))
     write_file_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)

@@ -35,11 +35,8 @@ SPEC_MILLIONS = {
 
 
 @pytest.fixture(autouse=True)
-def clean_gin(monkeypatch):
-    monkeypatch.chdir(REPO)  # includes are written relative to the repository root
-    gin.clear_config()
+def _clean_gin(clean_gin):  # tests/conftest.py: cleared gin, repository root as cwd
     yield
-    gin.clear_config()
 
 
 def _build_model(path, extra_bindings=()):

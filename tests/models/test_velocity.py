@@ -31,14 +31,6 @@ def _tokens(velocity: int, vocab: VocabularyConfig) -> np.ndarray:
     return segment.tokens
 
 
-@pytest.fixture
-def clean_gin(monkeypatch):
-    monkeypatch.chdir(REPO)  # gin includes are relative to the repository root
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def _parse(files, bindings=()):
     gin.parse_config_files_and_bindings([str(REPO / f) for f in files], list(bindings),
                                         finalize_config=False)
