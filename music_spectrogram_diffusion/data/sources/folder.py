@@ -45,6 +45,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from music_spectrogram_diffusion.data.piece_manifest import PieceManifest
 from music_spectrogram_diffusion.data.sources import base
 from music_spectrogram_diffusion.data.sources.base import SourceError, SourcePiece, SourceRef
 from music_spectrogram_diffusion.features import DEFAULT_FEATURES
@@ -266,6 +267,38 @@ def load_piece(ref: SourceRef) -> SourcePiece:
     ns.id = ref.id
     return SourcePiece(id=ref.id, split=ref.split, samples=samples, note_sequence=ns,
                        source_files=(midi_path, audio_path))
+
+
+def write_folder(manifest: PieceManifest, out_dir: str, splits: Mapping[str, str]) -> list[str]:
+    """Writes pieces of a prepared or embedded dataset as a folder this reader prepares.
+
+    Each piece ``id`` in ``splits`` (piece id -> split) becomes ``<split>/<id>.mid`` and
+    ``<split>/<id>.wav`` (copies of its files) and one row of ``splits.csv``, written last; each
+    file atomically. Returns the relative names written, e.g. for a demonstration on the
+    embedded dataset (scripts/finetune_example.py) or tests.
+    """
+    from music_spectrogram_diffusion import file_io
+
+    unknown = [s for s in splits.values() if s not in base.SPLITS]
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(set(unknown))}; valid splits: "
+                         f"{', '.join(base.SPLITS)}")
+    by_id = {piece.id: piece for piece in manifest.pieces}
+    missing = sorted(set(splits) - set(by_id))
+    if missing:
+        raise ValueError(f"{manifest.data_dir}: no pieces {missing[:5]}")
+    names = []
+    for piece_id, split in splits.items():
+        name = f"{split}/{piece_id}"
+        for source, extension in ((manifest.midi_file(by_id[piece_id]), ".mid"),
+                                  (manifest.audio_file(by_id[piece_id]), ".wav")):
+            with open(source, "rb") as f:
+                file_io.write_bytes_atomic(os.path.join(out_dir, name + extension), f.read())
+        names.append(name)
+    rows = "".join(f"{name},{splits[name.split('/', 1)[1]]}\n" for name in names)
+    file_io.write_bytes_atomic(os.path.join(out_dir, SPLITS_FILE),
+                               f"name,split\n{rows}".encode("utf-8"))
+    return names
 
 
 READER = base.DatasetReader(NAME, "your own recordings: NAME.mid/.midi + NAME.wav/.flac pairs",
