@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--length_tolerance", "--length-tolerance", type=float, default=None,
                         metavar="SECONDS",
                         help="folder only: how far a pair's audio and MIDI may disagree about "
-                             "where the music ends (default "
-                             f"{folder.LENGTH_TOLERANCE_SECONDS:g} s); pairs beyond it are listed as failed")
+                             f"where the music ends (default {folder.LENGTH_TOLERANCE_SECONDS:g} "
+                             "s); pairs beyond it are listed as failed")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 2 if any piece failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
