@@ -289,3 +289,15 @@ def test_folder_mixes_with_a_public_dataset(prepared, tmp_path):
     assert batch["context_frames"].shape == (2, 256, 128)
     picks = {source.example(0, i)["dataset"] for i in range(40)}
     assert picks == {"folder", "urmp"}
+
+
+def test_length_tolerance_flag_lets_a_long_tail_in(tmp_path, capsys):
+    root = str(tmp_path / "rec")
+    _write_pair(root, "tail", _notes(PIANO, [60, 62, 64]), audio=_sine(8.0, 44100))
+    argv = ["folder", "--source", root, "--out", str(tmp_path / "out"), "--quiet"]
+    assert prepare_cli.main(argv) == 2
+    assert "the audio sounds until 8.00 s" in capsys.readouterr().out
+    assert prepare_cli.main(argv + ["--length_tolerance", "7"]) == 0
+    manifest = prepare.load_prepared_manifest(str(tmp_path / "out"))
+    assert [p.id for p in manifest.pieces] == ["tail"] and not manifest.failures
+    assert manifest.pieces[0].duration_seconds == pytest.approx(8.0)
