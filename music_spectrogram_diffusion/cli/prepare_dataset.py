@@ -5,6 +5,10 @@
         --num_workers 8
     msd-prepare-dataset musicnet --source ~/data/mt3_tfrecords/musicnet --out data/musicnet \\
         --source_format tfrecord
+    msd-prepare-dataset folder --source ~/my_recordings --out data/my_recordings
+
+``folder`` reads any folder of your own NAME.mid/.midi + NAME.wav/.flac pairs (nested folders,
+optional splits.csv; see ``data/sources/folder.py``).
 
 Re-running resumes: finished pieces are skipped. Pieces whose files are bad are listed with
 their path and reason; the rest is prepared. Exit status: 0 when pieces were prepared, 2 on bad
@@ -21,6 +25,7 @@ import sys
 from music_spectrogram_diffusion.cli import dataset_build, flags
 from music_spectrogram_diffusion.data import prepare, sources
 from music_spectrogram_diffusion.data.piece_store import StoreError
+from music_spectrogram_diffusion.data.sources import folder
 
 PROG = "msd-prepare-dataset"
 
@@ -29,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = flags.ArgumentParser(
         prog=PROG,
         description="Prepare a public dataset release (MAESTRO, Slakh2100, Cerberus4, GuitarSet, "
-                    "MusicNet, URMP) for training.")
+                    "MusicNet, URMP) or a folder of your own MIDI + audio pairs ('folder') "
+                    "for training.")
     parser.add_argument("name", help=f"dataset: {', '.join(sources.DATASET_NAMES)} (or "
                                      f"{', '.join(sorted(sources.ALIASES))})")
     parser.add_argument("--source", required=True,
@@ -44,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--guitarset_audio", "--guitarset-audio", choices=("mic", "mix"),
                         default=None,
                         help="GuitarSet only: microphone (default) or pickup-mix audio")
+    parser.add_argument("--length_tolerance", "--length-tolerance", type=float, default=None,
+                        metavar="SECONDS",
+                        help="folder only: how far a pair's audio and MIDI may disagree about "
+                             f"where the music ends (default {folder.LENGTH_TOLERANCE_SECONDS:g} "
+                             "s); pairs beyond it are listed as failed")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 2 if any piece failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -57,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.source_format != "raw" or sources.ALIASES.get(args.name, args.name) != "guitarset":
             return flags.fail(PROG, "--guitarset_audio applies to raw GuitarSet only")
         options["audio"] = args.guitarset_audio
+    if args.length_tolerance is not None:
+        if args.source_format != "raw" or sources.ALIASES.get(args.name, args.name) != "folder":
+            return flags.fail(PROG, "--length_tolerance applies to raw folder datasets only")
+        options["length_tolerance_seconds"] = args.length_tolerance
     build = functools.partial(
         prepare.prepare_dataset, args.name, args.source, args.out,
         source_format=args.source_format, num_workers=args.num_workers, progress=not args.quiet,

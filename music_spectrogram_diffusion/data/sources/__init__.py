@@ -7,6 +7,7 @@
   guitarset   guitarset.py  annotation/*.jams + audio_mono-mic/*_mic.wav
   musicnet    musicnet.py   {train,test}_labels/*.csv + {train,test}_data/*.wav
   urmp        urmp.py       <nn>_<Piece>_<codes>/AuMix_*.wav + Notes_*.txt
+  folder      folder.py     your recordings: <name>.mid/.midi + <name>.wav/.flac (nested)
 
 Every dataset can also be read from the original pipeline's TFRecords (``tfrecord.py``).
 ``get_reader(name, source_format)`` returns a ``base.DatasetReader``; ``data/prepare.py`` turns
@@ -24,7 +25,7 @@ from music_spectrogram_diffusion.data.sources.base import (
     SourceRef,
 )
 
-DATASET_NAMES = ("maestrov3", "slakh", "cerberus4", "guitarset", "musicnet", "urmp")
+DATASET_NAMES = ("maestrov3", "slakh", "cerberus4", "guitarset", "musicnet", "urmp", "folder")
 # Names people type for the same datasets.
 ALIASES = {"maestro": "maestrov3", "maestro3": "maestrov3", "slakh2100": "slakh"}
 SOURCE_FORMATS = ("raw", "tfrecord")
@@ -52,6 +53,7 @@ READERS: dict[str, tuple[str, str]] = {
     "guitarset": ("guitarset", "READER"),
     "musicnet": ("musicnet", "READER"),
     "urmp": ("urmp", "READER"),
+    "folder": ("folder", "READER"),
 }
 assert set(READERS) == set(DATASET_NAMES)
 

@@ -1,7 +1,8 @@
 """Tasks of the prepared real datasets and the ``mega`` mixture (spec §3.1-3.2).
 
 Each dataset prepared by ``msd-prepare-dataset`` is a ``dataset_specs.DatasetSpec`` named as
-in the original's task names (maestrov3, slakh, cerberus4, guitarset, musicnet, urmp), so
+in the original's task names (maestrov3, slakh, cerberus4, guitarset, musicnet, urmp; and
+``folder`` for a folder of your own recordings, ``data/sources/folder.py``), so
 ``data/tasks.py`` gives it the original's task family::
 
     synthesis[_with_context]_<name>_notes_ties_melgan_vb1_train        (train / train-eval)

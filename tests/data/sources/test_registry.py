@@ -29,7 +29,8 @@ def data_root(tmp_path_factory):
 
 def test_dataset_specs_follow_the_original_splits():
     specs = registry.DATASET_SPECS
-    assert set(specs) == {"maestrov3", "slakh", "cerberus4", "guitarset", "musicnet", "urmp"}
+    assert set(specs) == {"maestrov3", "slakh", "cerberus4", "guitarset", "musicnet", "urmp",
+                          "folder"}
     assert specs["urmp"].splits == ("train", "validation")
     assert specs["musicnet"].infer_eval_splits == ("validation", "test")
     registry.register_dataset_specs()
