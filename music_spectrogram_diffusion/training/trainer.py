@@ -565,7 +565,8 @@ def train(
             def next_batch():  # bucket choice (a host exchange on many hosts) counts as data
                 return partitioning.shard_batch(data_timer.next(loader, ready), mesh)
 
-            batch = next_batch()
+            if step < train_steps:  # a finished run re-run (resumed at train_steps) stops here
+                batch = next_batch()
             while step < train_steps:
                 state, device_metrics = step_fn(state, batch, jax.random.fold_in(dropout_key, step))
                 pending.add(step, device_metrics)

@@ -311,6 +311,10 @@ def test_should_stop_saves_and_returns_and_a_rerun_resumes(tmp_path):
     assert resumed.step == 5 and resumed.stop_reason is None
     # Resuming saves no second step-0 checkpoint.
     assert checkpoints.list_checkpoints(str(tmp_path)) == [0, 3, 5]
+    # Re-running the finished run (README: "re-running resumes") does nothing and says so.
+    again = _train(tmp_path, train_steps=5)
+    assert again.step == 5 and again.stop_reason is None
+    assert checkpoints.list_checkpoints(str(tmp_path)) == [0, 3, 5]
 
 
 def test_deadline_stops_the_run_with_a_checkpoint(tmp_path):
