@@ -177,10 +177,11 @@ class MixtureBatchSource(tasks.ExampleBatchSource):
         return dict(self.sources[member].example(seed, index), dataset=self.names[member])
 
 
-def _parse_mixture(task_name: str) -> tuple[bool, str] | None:
+def _parse_mixture(task_name: str, vocab: VocabularyConfig = DEFAULT_VOCABULARY
+                   ) -> tuple[bool, str] | None:
     for with_context in (True, False):
         for suffix in ("train", "eval"):
-            if task_name == mixture_name(with_context, suffix):
+            if task_name == mixture_name(with_context, suffix, vocab):
                 return with_context, suffix
     return None
 
@@ -193,6 +194,7 @@ def get_batch_source(
     task_feature_lengths: dict[str, int] | None = None,
     dataset: str | None = None,
     mega_datasets: Sequence[str] = MEGA_DATASETS,
+    vocab: VocabularyConfig = DEFAULT_VOCABULARY,
 ) -> tasks.TaskBatchSource | MixtureBatchSource:
     """Model batches of a real-dataset task or of the mega mixture (bound in gin/tasks/).
 
@@ -206,25 +208,28 @@ def get_batch_source(
       task_feature_lengths: t5x TASK_FEATURE_LENGTHS.
       dataset: the dataset's name; None for the mega mixture.
       mega_datasets: the mixture's member datasets.
+      vocab: tokenizes the notes and names the tasks ('_vb1' only for one velocity bin);
+        gin/tasks/*velocity127.gin bind it to the models' VocabularyConfig.
     """
     register_dataset_specs()
-    mixture = _parse_mixture(task_name)
+    mixture = _parse_mixture(task_name, vocab)
     if mixture is None:
         if dataset is None:
             raise ValueError(f"task {task_name!r} is not a mega mixture; give its dataset "
                              f"(valid values: {', '.join(DATASET_NAMES)})")
         return tasks.get_batch_source(task_name, data_dir=data_dir, split=split,
                                       task_feature_lengths=task_feature_lengths,
-                                      dataset=canonical_name(dataset))
+                                      dataset=canonical_name(dataset), vocab=vocab)
     with_context, suffix = mixture
     prefix = PREFIXES[with_context]
     data_dirs = default_data_dirs(data_dir, mega_datasets)
     member_split = "eval" if suffix == "eval" else split
     sources = {}
     for name, member_dir in data_dirs.items():
-        spec = tasks.get_task_spec(tasks.task_name(prefix, name, "train", DEFAULT_VOCABULARY),
-                                   DATASET_SPECS[name])
-        sources[name] = tasks.ExampleSource(spec, member_split, os.path.abspath(member_dir))
+        spec = tasks.get_task_spec(tasks.task_name(prefix, name, "train", vocab),
+                                   DATASET_SPECS[name], vocab)
+        sources[name] = tasks.ExampleSource(spec, member_split, os.path.abspath(member_dir),
+                                            vocab=vocab)
     rates = mixing_rates(data_dirs) if suffix == "train" else {name: 1.0 for name in data_dirs}
     return MixtureBatchSource(sources, rates,
                               make_feature_converter(with_context, task_feature_lengths))

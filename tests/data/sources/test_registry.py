@@ -173,3 +173,36 @@ def test_unknown_reader_lists_the_table():
 
     with pytest.raises(ValueError, match="valid names: " + ", ".join(READERS)):
         get_reader("lakh")
+
+
+@pytest.mark.parametrize("task_gin", ["maestro_velocity127.gin", "context_maestro_velocity127.gin"])
+def test_velocity127_task_files_of_a_prepared_dataset(data_root, task_gin):
+    from music_spectrogram_diffusion.data import vocabularies
+
+    gin.clear_config()
+    gin.add_config_file_search_path(REPO)
+    try:
+        gin.parse_config_files_and_bindings(
+            [os.path.join(REPO, "gin", "models", "diffusion", "tiny.gin"),
+             os.path.join(REPO, "gin", "tasks", task_gin)],
+            [f"DATA_DIR = '{os.path.join(data_root, 'maestrov3')}'"])
+        model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+        train_data = gin.query_parameter("%TRAIN_DATA").scoped_configurable_fn()
+        eval_data = gin.query_parameter("%TRAIN_EVAL_DATA").scoped_configurable_fn()
+        test_task = gin.query_parameter("%TEST_TASK")
+        lengths = gin.query_parameter("%TASK_FEATURE_LENGTHS")
+    finally:
+        gin.clear_config()
+    vocab = vocabularies.VocabularyConfig(num_velocity_bins=127)
+    assert model.network_config.vocab_size == vocabularies.num_embeddings(vocab) == 1664
+    for source in (train_data, eval_data):
+        assert source.examples.vocab == vocab and "_vb1" not in source.examples.task.name
+    assert test_task in tasks.task_names(registry.DATASET_SPECS["maestrov3"], vocab)
+    batch = train_data.get_batch(0, 2, seed=0)
+    assert batch["note_tokens"].max() < 1664
+    # The same windows tokenized with one bin differ: the velocity tokens are there.
+    one_bin = registry.get_batch_source(
+        train_data.examples.task.name.replace("_melgan_", "_melgan_vb1_"),
+        data_dir=os.path.join(data_root, "maestrov3"), dataset="maestrov3",
+        task_feature_lengths=lengths)
+    assert not np.array_equal(batch["note_tokens"], one_bin.get_batch(0, 2, seed=0)["note_tokens"])
