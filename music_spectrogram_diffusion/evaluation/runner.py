@@ -131,11 +131,27 @@ class EvalConfig:
         for name in ("checkpoints", "num_example_wavs", "vocoder", "baseline_vocoders"):
             payload.pop(name)
         payload["songs"] = [s.id for s in songs]
+        # The files' contents, not only their names: re-preparing a dataset (other audio or
+        # MIDI under the same names) makes the stored rows stale.
+        payload["song_files"] = [[_file_digest(s.midi_path), _file_digest(s.audio_path)]
+                                 for s in songs]
         if self.minutes:
             # Rows of short excerpts (no per-minute values) keep their earlier fingerprint.
             payload["minutes"] = list(self.minutes)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks), or 'missing'."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        return "missing"
+    return digest.hexdigest()
 
 
 def parse_checkpoint_selection(selection: str) -> str | tuple[int, ...]:

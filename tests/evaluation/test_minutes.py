@@ -199,13 +199,19 @@ def test_cli_max_seconds_defaults_to_the_cap_and_takes_none(tmp_path, capsys):
     assert code == 2 and "--max_seconds must be > 0" in capsys.readouterr().err
 
 
-def test_short_excerpts_keep_their_fingerprint():
-    songs = [references.Song("a", "a.mid", "a.wav")]
-    # The main job's 20.48 s has no per-minute chunks: its rows keep the fingerprint they had
-    # before per-minute slices existed (the value of commit 4941e90), so they are not recomputed.
-    assert runner.EvalConfig(max_seconds=20.48).fingerprint(songs) == "bfbe55c95ad1ee0b"
-    assert runner.EvalConfig(max_seconds=20.48).minutes == ()
-    assert runner.EvalConfig().minutes == tuple(range(11))
+def test_fingerprint_follows_minutes_and_the_song_files(tmp_path):
+    midi, audio = tmp_path / "a.mid", tmp_path / "a.wav"
+    midi.write_bytes(b"MThd-1")
+    audio.write_bytes(b"RIFF-1")
+    songs = [references.Song("a", str(midi), str(audio))]
+    short, full = runner.EvalConfig(max_seconds=20.48), runner.EvalConfig()
+    # The main job's 20.48 s has no per-minute chunks; the 10-minute protocol has 11.
+    assert short.minutes == () and full.minutes == tuple(range(11))
+    assert short.fingerprint(songs) == short.fingerprint(songs) != full.fingerprint(songs)
+    # Other audio under the same name (a re-prepared dataset) makes stored rows stale.
+    before = short.fingerprint(songs)
+    audio.write_bytes(b"RIFF-2")
+    assert short.fingerprint(songs) != before
 
 
 def _row(label, kind, values, step=None):
