@@ -39,20 +39,34 @@ def _cell(value: Any, decimals: int) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column],
                  footnotes: Sequence[str] = ()) -> str:
-    """A markdown table of ``rows`` (dicts as written under rows/), then numbered footnotes.
+    """A markdown table of ``rows`` (dicts as written under rows/), then numbered footnotes,
+    then the ``timing`` columns in a table of their own for the rows that have them (wall
+    clock varies from run to run; the metrics table above does not).
 
     An ``optional`` column that no row has a value for is left out."""
     columns = [c for c in columns
                if not c.optional or any(c.key in row["metrics"] for row in rows)]
+    metrics = [c for c in columns if not c.timing]
+    timing = [c for c in columns if c.timing]
+    lines = _table_lines(rows, metrics)
+    if footnotes:
+        lines.append("")
+        lines += [f"{i}. {note}" for i, note in enumerate(footnotes, 1)]
+    timed = [row for row in rows if any(c.key in row["metrics"] for c in timing)]
+    if timing and timed:
+        lines += ["", "Wall-clock timing (varies with the machine and its load; "
+                      + "; ".join(c.note for c in timing if c.note) + "):", ""]
+        lines += _table_lines(timed, timing)
+    return "\n".join(lines) + "\n"
+
+
+def _table_lines(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[str]:
     header = ["Row"] + [c.header for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["label"]] + [_cell(row["metrics"].get(c.key), c.decimals) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    if footnotes:
-        lines.append("")
-        lines += [f"{i}. {note}" for i, note in enumerate(footnotes, 1)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def minutes_present(rows: Sequence[dict[str, Any]], column: Column) -> list[int]:
@@ -120,8 +134,6 @@ def standard_footnotes(config: Any, songs: Sequence[Any],
         "Transcription F1: basic-pitch + mir_eval onset+offset F1, program-agnostic (the paper "
         "used MT3 with programs); GT = transcription of the real audio, the ceiling."
         if config.transcribe else "Transcription F1 not computed (--no_transcription).",
-        "pred s / audio s: model wall time per second of audio, first segment of each "
-        "checkpoint excluded (it includes compilation), as the original's timing (spec §7).",
         *extra,
     ]
 
