@@ -257,7 +257,9 @@ def host_batch_slice(global_batch_size: int) -> slice:
     return slice(0, global_batch_size) if rows is None else rows
 
 
-_EXCHANGE_TIMEOUT_MS = 10 * 60 * 1000  # a host that does not answer in 10 minutes is gone
+# A host that does not answer in 30 minutes is gone (the others may still be compiling a large
+# model's first step, or writing a checkpoint, when an exchange starts).
+_EXCHANGE_TIMEOUT_MS = 30 * 60 * 1000
 _exchanges = itertools.count()
 
 
@@ -286,8 +288,16 @@ def max_over_hosts(value: int) -> int:
     exchange = next(_exchanges)
     me, count = jax.process_index(), jax.process_count()
     client.key_value_set(f"msd/max_over_hosts/{exchange}/{me}", str(int(value)))
-    values = [int(client.blocking_key_value_get(f"msd/max_over_hosts/{exchange}/{i}",
-                                                _EXCHANGE_TIMEOUT_MS)) for i in range(count)]
+    values = []
+    for i in range(count):
+        try:
+            values.append(int(client.blocking_key_value_get(f"msd/max_over_hosts/{exchange}/{i}",
+                                                            _EXCHANGE_TIMEOUT_MS)))
+        except Exception as e:  # jaxlib raises its runtime error type for a deadline
+            raise RuntimeError(
+                f"process {me}: process {i} did not reach exchange {exchange} of the per-batch "
+                f"note-token bucket within {_EXCHANGE_TIMEOUT_MS // 60000} minutes ({e}); every "
+                "process must run the same command with the same gin config") from e
     if exchange >= 2:
         # Every host has read exchange - 2: each has published exchange - 1, which it does only
         # after reading all of exchange - 2.

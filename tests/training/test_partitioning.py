@@ -100,3 +100,43 @@ def test_sharded_training_on_8_devices_matches_one_device(tmp_path):
     assert [s for s, _ in sharded] == [s for s, _ in single] == [1, 2, 3]
     np.testing.assert_allclose([v for _, v in sharded], [v for _, v in single], atol=1e-5, rtol=0)
     assert single[2][1] < single[0][1]
+
+
+class _FakeCoordinator:
+    """The jax.distributed client's key-value calls over a dict; process 1's values are set
+    by the test (the real exchange between processes runs in test_multiprocess.py)."""
+
+    def __init__(self):
+        self.store = {}
+
+    def key_value_set(self, key, value):
+        self.store[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+        if key not in self.store:
+            raise RuntimeError(f"DEADLINE_EXCEEDED: {key}")
+        return self.store[key]
+
+    def key_value_delete(self, key):
+        del self.store[key]
+
+
+def test_max_over_hosts_exchanges_through_the_coordinator(monkeypatch):
+    from jax._src import distributed
+
+    client = _FakeCoordinator()
+    monkeypatch.setattr(distributed.global_state, "client", client)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    monkeypatch.setattr(partitioning, "_exchanges", iter(range(3)))
+    for exchange, (mine, theirs) in enumerate([(300, 700), (900, 200), (5, 6)]):
+        client.key_value_set(f"msd/max_over_hosts/{exchange}/1", str(theirs))
+        assert partitioning.max_over_hosts(mine) == max(mine, theirs)
+        assert client.store[f"msd/max_over_hosts/{exchange}/0"] == str(mine)
+    # Exchange 2 deleted this process's key of exchange 0 (every process has read it by then).
+    assert "msd/max_over_hosts/0/0" not in client.store and "msd/max_over_hosts/1/0" in client.store
+    # A process that never answers: one message naming it, not a hang or a bare runtime error.
+    monkeypatch.setattr(partitioning, "_exchanges", iter([7]))
+    with pytest.raises(RuntimeError, match="process 0: process 1 did not reach exchange 7 .* "
+                                           "same command with the same gin config"):
+        partitioning.max_over_hosts(1)
