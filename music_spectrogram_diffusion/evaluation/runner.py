@@ -135,9 +135,6 @@ class EvalConfig:
         # MIDI under the same names) makes the stored rows stale.
         payload["song_files"] = [[_file_digest(s.midi_path), _file_digest(s.audio_path)]
                                  for s in songs]
-        if self.minutes:
-            # Rows of short excerpts (no per-minute values) keep their earlier fingerprint.
-            payload["minutes"] = list(self.minutes)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

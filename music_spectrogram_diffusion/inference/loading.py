@@ -147,7 +147,10 @@ def load_vocabulary(checkpoint: str | os.PathLike) -> VocabularyConfig:
     Raises:
       CheckpointLoadError: the path is not a run, or its model.json is invalid.
     """
-    model_dir = resolve_checkpoint(checkpoint)[0]
+    return _run_vocabulary(resolve_checkpoint(checkpoint)[0])
+
+
+def _run_vocabulary(model_dir: str) -> VocabularyConfig:
     if not os.path.isfile(registry.model_config_path(model_dir)):
         return DEFAULT_VOCABULARY  # a run from before model.json: 1 velocity bin
     try:
@@ -260,4 +263,4 @@ def load_trained_model(checkpoint: str | os.PathLike) -> LoadedModel:
     params = jax.device_put(restore_params(checkpoint_dir, expected))
     logger.info("Loaded %s (step %d) from %s", type(model).__name__, step, checkpoint_dir)
     return LoadedModel(model=model, params=params, step=step, model_dir=model_dir,
-                       checkpoint_dir=checkpoint_dir, vocab=load_vocabulary(model_dir))
+                       checkpoint_dir=checkpoint_dir, vocab=_run_vocabulary(model_dir))

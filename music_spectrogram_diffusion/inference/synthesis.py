@@ -387,22 +387,27 @@ class Synthesizer:
         segment_seconds: list[float] = []
         vocoder_seconds = 0.0
         emitted = 0  # frames whose audio has been yielded
+        total = 0  # frames sampled
         num_segments = len(prepared.segments)
         for i, (prediction, wall) in enumerate(
                 self.iter_segment_predictions(prepared.segments)):
             frames.append(prediction)
             segment_seconds.append(wall)
-            total = sum(len(x) for x in frames)
+            total += len(prediction)
             last = i == num_segments - 1
+            # Frames up to `stable` no longer depend on unsampled ones (given the overlap).
             stable = total if last else max(emitted, total - context_frames)
             audio = np.zeros((0,), np.float32)
             start_sample = min(emitted * hop, num_samples_total)
             if stable > emitted:
-                log_mel = np.concatenate(frames, axis=0)
+                # The window: `context_frames` before the new frames, up to the newest frame
+                # (which is at least `context_frames` past `stable`), cut from the last segments.
                 window_start = max(0, emitted - context_frames)
-                window_end = total if last else min(total, stable + context_frames)
+                first = window_start // len(prediction)
+                window = np.concatenate(frames[first:], axis=0)[
+                    window_start - first * len(prediction):]
                 vocode_start = time.perf_counter()
-                window_audio = self._vocode(log_mel[window_start:window_end])
+                window_audio = self._vocode(window)
                 vocoder_seconds += time.perf_counter() - vocode_start
                 offset = (emitted - window_start) * hop
                 audio = window_audio[offset:offset + (stable - emitted) * hop]

@@ -161,9 +161,9 @@ def check_ids_in_table(ids: np.ndarray | Array, num_embeddings: int, *,
 class Embed(nn.Module):
     """Learned embedding table (token embedder: normal(1) init, one-hot matmul lookup, §4.3).
 
-    An id outside [0, num_embeddings) is a ValueError for concrete inputs; under ``jit`` (where
-    ids cannot be read) it embeds as NaN, never as the zero vector a one-hot lookup would give,
-    so the loss turns non-finite instead of the token being silently dropped.
+    Ids must lie in [0, num_embeddings): a one-hot lookup embeds any other id as zeros. The
+    batches are checked where they enter a model (``check_ids_in_table``: ``make_batch`` and
+    every train and train-eval batch of the trainer), not inside the jitted forward pass.
     """
 
     num_embeddings: int
@@ -184,14 +184,11 @@ class Embed(nn.Module):
     def __call__(self, inputs: Array) -> Array:  # int [...] -> [..., features]
         if not jnp.issubdtype(inputs.dtype, jnp.integer):
             raise ValueError(f"Embed takes integer ids, got dtype {inputs.dtype}")
-        if not isinstance(inputs, jax.core.Tracer):
-            check_ids_in_table(inputs, self.num_embeddings)
         table = jnp.asarray(self.embedding, self.dtype)
         if self.one_hot:
             one_hot = jax.nn.one_hot(inputs, self.num_embeddings, dtype=self.dtype)
-            in_table = (inputs >= 0) & (inputs < self.num_embeddings)
-            return jnp.where(in_table[..., None], one_hot @ table, jnp.nan)
-        return jnp.take(table, inputs, axis=0, mode="fill", fill_value=jnp.nan)
+            return one_hot @ table
+        return jnp.take(table, inputs, axis=0)
 
     def attend(self, query: Array) -> Array:  # [..., features] -> [..., num_embeddings]
         """Logits against every row (tied output layer); unused by the spectrogram models."""

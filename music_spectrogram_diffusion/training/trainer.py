@@ -292,10 +292,18 @@ class StopCheck:
 
 
 def host_batch(source: BatchSource, index: int, batch_size: int, seed: int,
-               buckets: Sequence[int] = ()) -> dict:
-    """This host's rows of batch ``index``, note tokens cut to the global batch's bucket."""
+               buckets: Sequence[int] = (), table_rows: int | None = None) -> dict:
+    """This host's rows of batch ``index``, ready for the step (``_ready``)."""
     rows = partitioning.host_batch_slice(batch_size) if jax.process_count() > 1 else None
-    return _bucketed(source.get_batch(index, batch_size, seed=seed, rows=rows), buckets)
+    return _ready(source.get_batch(index, batch_size, seed=seed, rows=rows), buckets, table_rows)
+
+
+def _ready(batch: dict, buckets: Sequence[int], table_rows: int | None = None) -> dict:
+    """``batch`` checked against the token embedding table (``table_rows`` rows: an id past it
+    would be embedded as zeros) and cut to the global batch's bucket."""
+    if table_rows is not None:
+        check_ids_in_table(batch["note_tokens"], table_rows, what="note token ids of a batch")
+    return _bucketed(batch, buckets)
 
 
 def _bucketed(batch: dict, buckets: Sequence[int]) -> dict:
@@ -556,14 +564,11 @@ def train(
         with mesh, loader:
             # The batch of the next step is read and put on the device while this step runs
             # (steps are dispatched asynchronously; nothing is read back every step).
-            def ready(item):
-                # A token id past the embedding table would be embedded as zeros: refuse it.
-                check_ids_in_table(item[1]["note_tokens"], model.network_config.vocab_size,
-                                   what="note token ids of a training batch")
-                return _bucketed(item[1], buckets)
+            table_rows = model.network_config.vocab_size
 
             def next_batch():  # bucket choice (a host exchange on many hosts) counts as data
-                return partitioning.shard_batch(data_timer.next(loader, ready), mesh)
+                return partitioning.shard_batch(data_timer.next(
+                    loader, lambda item: _ready(item[1], buckets, table_rows)), mesh)
 
             if step < train_steps:  # a finished run re-run (resumed at train_steps) stops here
                 batch = next_batch()
@@ -624,7 +629,8 @@ def _evaluate(model, eval_fn, state, eval_data, eval_steps, batch_size, seed, ke
     totals: dict[str, float] = {}
     first = None
     for i in range(eval_steps):
-        host = host_batch(eval_data, i, batch_size, seed, buckets)
+        host = host_batch(eval_data, i, batch_size, seed, buckets,
+                          model.network_config.vocab_size)
         first = host if first is None else first
         batch = partitioning.shard_batch(host, mesh)
         out = jax.device_get(eval_fn(state.params, batch, jax.random.fold_in(key, i)))

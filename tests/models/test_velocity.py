@@ -5,7 +5,6 @@ import pathlib
 
 import gin
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,6 +14,7 @@ from music_spectrogram_diffusion.models import config, layers
 from music_spectrogram_diffusion.models.config import T5Config
 from music_spectrogram_diffusion.models.contract import example_batch, make_batch
 from music_spectrogram_diffusion.models.diffusion_model import DiffusionModel
+from music_spectrogram_diffusion.testing import fake_models
 from music_spectrogram_diffusion.testing.midi_fixtures import make_midi_bytes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -117,19 +117,27 @@ def test_token_id_past_the_table_is_an_error_in_the_model_batch():
                                                     target_frames=8, context_frames=8))
 
 
-def test_embed_rejects_ids_past_the_table_and_never_gives_zero_vectors():
-    embed = layers.Embed(num_embeddings=16, features=4)
-    ids = jnp.array([[1, 15]])
-    params = embed.init(jax.random.key(0), ids)
-    with pytest.raises(ValueError, match=r"\[1, 16\].*16 rows"):
-        embed.apply(params, jnp.array([[1, 16]]))
-    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        embed.apply(params, jnp.array([[1, -1]]))
-    # Under jit the ids cannot be checked: an id past the table embeds as NaN, never zeros.
-    traced = jax.jit(embed.apply)(params, jnp.array([[1, 16]]))
-    assert np.isfinite(np.asarray(traced[0, 0])).all() and np.isnan(np.asarray(traced[0, 1])).all()
-    take = layers.Embed(num_embeddings=16, features=4, one_hot=False)
-    assert np.isnan(np.asarray(jax.jit(take.apply)(params, jnp.array([[16]])))).all()
+class _TokensPastTheTable(fake_models.FakeBatchSource):
+    """Batches of 127-bin-sized token ids (up to 1616) for a model with a 1536-row table."""
+
+    def get_batch(self, index, batch_size, *, seed, rows=None):
+        batch = super().get_batch(index, batch_size, seed=seed, rows=rows)
+        batch["note_tokens"][:, 0] = vocabularies.vocab_size(ALL_BINS) - 1
+        return batch
+
+
+@pytest.mark.parametrize("bad", ["train", "eval"])
+def test_trainer_refuses_batches_with_ids_past_the_table(tmp_path, bad):
+    from music_spectrogram_diffusion.training import trainer
+
+    sources = {"train": fake_models.FakeBatchSource(), "eval": fake_models.FakeBatchSource()}
+    sources[bad] = _TokensPastTheTable()
+    with pytest.raises(ValueError, match=r"note token ids of a batch range over \[\d+, 1616\] "
+                                         r"but the embedding table has 1536 rows"):
+        trainer.train(model=fake_models.FakeSpectrogramModel(), train_data=sources["train"],
+                      eval_data=sources["eval"], eval_period=2, eval_steps=1, eval_images=False,
+                      model_dir=str(tmp_path), train_steps=2, batch_size=2, seed=0,
+                      frozen_param_mask_fn=fake_models.frozen_param_mask)
 
 
 def test_velocity_tokens_reach_an_untrained_127_bin_model():
